@@ -1,0 +1,42 @@
+# lorastream — `make demo` and `make test` work on a fresh clone: they build what they need.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_DIR := .cache/kafka
+KAFKA_STAMP := $(KAFKA_DIR)/.stamp
+VENV_STAMP := $(VENV)/.stamp
+
+.PHONY: venv kafka-jars test test-fast demo bench clean help
+
+help:
+	@echo "make demo   - embedded broker + service on a tiny model with two adapters, streamed output"
+	@echo "make test   - the whole suite (starts a real Apache Kafka from Maven Central jars)"
+	@echo "make bench  - every benchmark; writes docs/bench/*.json|png"
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV_STAMP)
+
+$(KAFKA_STAMP): tools/kafka/pom.xml
+	mkdir -p $(KAFKA_DIR)
+	mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_DIR))/libs
+	touch $@
+
+kafka-jars: $(KAFKA_STAMP)
+
+test: $(VENV_STAMP) $(KAFKA_STAMP)
+	LORASTREAM_KAFKA_LIBS=$(abspath $(KAFKA_DIR))/libs $(BIN)/python -m pytest -q tests
+
+demo: $(VENV_STAMP)
+	$(BIN)/lorastream demo
+
+bench: $(VENV_STAMP)
+	$(BIN)/lorastream bench all --out docs/bench
+
+clean:
+	rm -rf $(VENV) .cache demo-out

@@ -1,0 +1,112 @@
+"""Bytes ⇄ events. Decoding any bytes gives an event or raises InvalidEvent — nothing else."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import msgspec
+
+from schemas.adapters import AdapterEvent
+from schemas.errors import ErrorCode, InvalidEvent
+from schemas.inference import (
+    CancelRequest,
+    Error,
+    Final,
+    InferenceRequest,
+    ReplyAddress,
+    ReplyRecord,
+    TokenChunk,
+)
+from schemas.limits import REQUEST_ID_PATTERN, SCHEMA_VERSION
+from schemas.training import CancelJob, TrainingEvent, TrainingRequest
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+
+
+def encode(event: msgspec.Struct) -> bytes:
+    """JSON bytes of an event (compact; tagged with its `kind`)."""
+    return _encoder.encode(event)
+
+
+@lru_cache(maxsize=None)
+def _decoder(kind: Any) -> msgspec.json.Decoder:
+    return msgspec.json.Decoder(kind)
+
+
+def decode(data: bytes, kind: type[T] | Any) -> T:
+    """Decode `data` as `kind` (a Struct type or a union of them); raises InvalidEvent."""
+    try:
+        event = _decoder(kind).decode(data)
+    except msgspec.ValidationError as exc:
+        _raise_invalid(data, ErrorCode.INVALID_REQUEST, str(exc))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError) as exc:
+        _raise_invalid(data, ErrorCode.MALFORMED, str(exc) or type(exc).__name__)
+    version = getattr(event, "schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        _raise_invalid(
+            data,
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"schema_version {version} is newer than supported {SCHEMA_VERSION}",
+        )
+    return event
+
+
+def decode_request(data: bytes) -> InferenceRequest:
+    return decode(data, InferenceRequest)
+
+
+def decode_reply(data: bytes) -> TokenChunk | Final | Error:
+    return decode(data, ReplyRecord)
+
+
+def decode_control(data: bytes) -> CancelRequest | CancelJob:
+    return decode(data, CancelRequest | CancelJob)
+
+
+def decode_training_request(data: bytes) -> TrainingRequest:
+    return decode(data, TrainingRequest)
+
+
+def decode_training_event(data: bytes) -> TrainingEvent:
+    return decode(data, TrainingEvent)
+
+
+def decode_adapter_event(data: bytes) -> AdapterEvent:
+    return decode(data, AdapterEvent)
+
+
+def _raise_invalid(data: bytes, code: ErrorCode, message: str) -> None:
+    request_id, reply_to, attempt, version = _salvage(data)
+    if version > SCHEMA_VERSION:
+        code = ErrorCode.UNSUPPORTED_VERSION
+        message = f"schema_version {version} is newer than supported {SCHEMA_VERSION}"
+    raise InvalidEvent(code, message, request_id=request_id, reply_to=reply_to, attempt=attempt)
+
+
+def _salvage(data: bytes) -> tuple[str | None, ReplyAddress | None, int, int]:
+    """Best effort: the request_id, reply address, attempt and version of a refused message."""
+    try:
+        obj = msgspec.json.decode(data)
+    except Exception:  # any bytes at all: nothing can be salvaged
+        return None, None, 0, SCHEMA_VERSION
+    if not isinstance(obj, dict):
+        return None, None, 0, SCHEMA_VERSION
+    request_id = obj.get("request_id")
+    if not (isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id)):
+        request_id = None
+    reply_to = None
+    if request_id is not None:
+        try:
+            reply_to = msgspec.convert(obj.get("reply_to"), ReplyAddress | None)
+        except msgspec.ValidationError:
+            reply_to = None
+    attempt = obj.get("attempt")
+    attempt = attempt if isinstance(attempt, int) and 0 <= attempt <= 1000 else 0
+    version = obj.get("schema_version")
+    version = version if isinstance(version, int) and not isinstance(version, bool) else SCHEMA_VERSION
+    return request_id, reply_to, attempt, version

@@ -1,0 +1,51 @@
+"""The project's exception base class and the closed set of error codes carried on the wire."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(str, enum.Enum):
+    """Why a request was refused or failed. Closed: clients may switch on it exhaustively."""
+
+    MALFORMED = "malformed"  # bytes are not a JSON object of the expected event type
+    INVALID_REQUEST = "invalid_request"  # well-formed, but a field breaks a limit or a type
+    UNSUPPORTED_VERSION = "unsupported_version"  # schema_version newer than this server
+    ADAPTER_NOT_FOUND = "adapter_not_found"
+    ADAPTER_INVALID = "adapter_invalid"  # adapter files exist but cannot serve this base
+    PROMPT_TOO_LONG = "prompt_too_long"  # more tokens than the model's context allows
+    EXPIRED = "expired"  # deadline passed before the work was done
+    CANCELLED = "cancelled"
+    OVERLOADED = "overloaded"
+    INTERNAL = "internal"
+
+
+class LorastreamError(Exception):
+    """Base class of every exception lorastream raises on purpose (schemas, streamer, consumers).
+
+    The engine (`gpu_engine`) is standalone and has its own base, `gpu_engine.errors.EngineError`.
+    """
+
+
+class InvalidEvent(LorastreamError):
+    """Bytes that could not be turned into a valid event.
+
+    `request_id`, `reply_to` and `attempt` are whatever could be salvaged from the bytes, so the
+    sender can still be told (None when nothing usable was found).
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        request_id: str | None = None,
+        reply_to: object | None = None,
+        attempt: int = 0,
+    ) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.reply_to = reply_to
+        self.attempt = attempt

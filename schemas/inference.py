@@ -1,0 +1,130 @@
+"""Inference events: the request, and the three records that answer it (chunk, final, error)."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+from schemas.errors import ErrorCode
+from schemas.limits import (
+    MAX_NEW_TOKENS,
+    MAX_PRIORITY,
+    MAX_PROMPT_BYTES,
+    MAX_STOP_STRINGS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MIN_PRIORITY,
+    SCHEMA_VERSION,
+    AdapterId,
+    Attempt,
+    NonNegInt,
+    RequestId,
+    StopString,
+    TopicName,
+)
+
+
+class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Decoding controls. temperature 0 = greedy; top_k 0 = off; seed fixes the sample stream."""
+
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_NEW_TOKENS)] = 64
+    temperature: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
+    top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOP_K)] = 0
+    stop: Annotated[list[StopString], msgspec.Meta(max_length=MAX_STOP_STRINGS)] = []
+    seed: int | None = None
+
+
+class ReplyAddress(msgspec.Struct, frozen=True):
+    """Where answer records go: a topic, and optionally one partition of it."""
+
+    topic: TopicName
+    partition: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="kind"):
+    """A prompt for the base model (adapter_id None) or one LoRA adapter."""
+
+    request_id: RequestId
+    prompt: str
+    adapter_id: AdapterId | None = None
+    params: SamplingParams = SamplingParams()
+    reply_to: ReplyAddress | None = None
+    deadline_ms: NonNegInt | None = None  # unix epoch ms; past it the request is answered expired
+    priority: Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
+    attempt: Attempt = 0
+    created_ms: NonNegInt = 0  # sender's clock, for queue-time accounting
+    stream: bool = True  # False: no TokenChunk records, only the Final
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+            raise ValueError(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
+
+
+class TokenChunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="kind"):
+    """Some new text of a streaming answer. seq counts answer records of one attempt from 0."""
+
+    request_id: str
+    attempt: int
+    seq: int
+    text: str
+    token_ids: list[int] = []
+    schema_version: int = SCHEMA_VERSION
+
+
+class FinishReason(str, enum.Enum):
+    LENGTH = "length"
+    EOS = "eos"
+    STOP = "stop"
+    CANCELLED = "cancelled"
+
+
+class Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Timings(msgspec.Struct, frozen=True):
+    """Milliseconds: queue = received → engine start, ttft = received → first token, total."""
+
+    queue_ms: float = 0.0
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
+    """The last record of a successful answer, with the whole text."""
+
+    request_id: str
+    attempt: int
+    seq: int
+    finish_reason: FinishReason
+    text: str
+    adapter_id: str | None = None
+    usage: Usage = Usage()
+    timings: Timings = Timings()
+    schema_version: int = SCHEMA_VERSION
+
+
+class Error(msgspec.Struct, frozen=True, tag="error", tag_field="kind"):
+    """The last record of a failed answer."""
+
+    request_id: str
+    attempt: int
+    seq: int
+    code: ErrorCode
+    message: str
+    schema_version: int = SCHEMA_VERSION
+
+
+ReplyRecord = TokenChunk | Final | Error
+
+
+class CancelRequest(msgspec.Struct, frozen=True, tag="cancel", tag_field="kind"):
+    """Control event: stop working on request_id (answered with finish_reason cancelled)."""
+
+    request_id: RequestId
+    schema_version: int = SCHEMA_VERSION
