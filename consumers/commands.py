@@ -1,0 +1,188 @@
+"""The body of each CLI command. Heavy imports (torch) happen only in the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from rich.console import Console
+
+from schemas import Error, Final, decode_reply
+from streamer import KafkaConfig, TopicNames
+
+console = Console(highlight=False)
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def kafka_config(args: argparse.Namespace) -> KafkaConfig:
+    password = args.sasl_password or os.environ.get("LORASTREAM_SASL_PASSWORD")
+    extra = {
+        "security_protocol": args.security_protocol,
+        "sasl_mechanism": args.sasl_mechanism,
+        "sasl_plain_username": args.sasl_username,
+        "sasl_plain_password": password,
+        "ssl_cafile": args.ssl_cafile,
+    }
+    return KafkaConfig(
+        bootstrap_servers=args.bootstrap_servers,
+        **{key: value for key, value in extra.items() if value is not None},
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from consumers.config import ServeConfig
+    from consumers.serve import build_runner, serve_forever
+
+    config = ServeConfig(
+        group_id=args.group_id,
+        group_instance_id=args.instance_id,
+        max_inflight=args.max_inflight,
+        resume_below=max(0, args.max_inflight * 3 // 4),
+        chunk_flush_ms=args.chunk_flush_ms,
+        request_partitions=args.request_partitions,
+        metrics_port=args.metrics_port,
+    )
+    runner = build_runner(
+        model_path=args.model,
+        adapter_root=args.adapters,
+        quantize=args.quantize,
+        dtype=args.dtype,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+    )
+    run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamer import TansuBroker
+
+    with TansuBroker(port=args.port) as broker:
+        console.print(f"[bold]Tansu broker[/] listening at [cyan]{broker.bootstrap_servers}[/] (memory-only); Ctrl-C stops it")
+        stop = asyncio.Event()
+
+        async def wait() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+
+        run_async(wait())
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streamer import default_topic_specs, delete_topics, ensure_topics, list_topics
+
+    kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
+    specs = default_topic_specs(names, request_partitions=args.request_partitions)
+
+    async def act() -> None:
+        if args.action == "create":
+            await ensure_topics(kafka, specs)
+        elif args.action == "delete":
+            await delete_topics(kafka, [spec.name for spec in specs])
+        for name in sorted(await list_topics(kafka)):
+            if name.startswith(args.topic_prefix + "."):
+                console.print(name)
+
+    run_async(act())
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from streamer import LoraClient, RequestFailed
+
+    async def send() -> int:
+        async with LoraClient(config=kafka_config(args), topics=TopicNames(args.topic_prefix)) as client:
+            try:
+                async for record in client.stream(
+                    args.prompt,
+                    adapter_id=args.adapter,
+                    max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    top_k=args.top_k,
+                    stop=tuple(args.stop),
+                    seed=args.seed,
+                    timeout_s=args.timeout_s,
+                ):
+                    if isinstance(record, Final):
+                        print_final(record)
+                    else:
+                        console.print(record.text, end="", markup=False)
+            except RequestFailed as exc:
+                console.print(f"\n[red]error[/] {exc}")
+                return 1
+        return 0
+
+    return run_async(send())
+
+
+def print_final(final: Final) -> None:
+    t = final.timings
+    console.print(
+        f"\n[dim]finish={final.finish_reason.value} tokens={final.usage.prompt_tokens}+"
+        f"{final.usage.completion_tokens} ttft={t.ttft_ms:.1f}ms total={t.total_ms:.1f}ms[/]"
+    )
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streamer import make_consumer
+
+    kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
+
+    async def tail() -> None:
+        consumer = make_consumer(
+            kafka, names.results, auto_offset_reset="earliest" if args.from_beginning else "latest"
+        )
+        await consumer.start()
+        seen = 0
+        try:
+            async for record in consumer:
+                reply = decode_reply(record.value or b"")
+                if isinstance(reply, Final):
+                    console.print(
+                        f"[green]{reply.request_id}[/] adapter={reply.adapter_id} "
+                        f"{reply.finish_reason.value}: {reply.text!r}",
+                        markup=True,
+                    )
+                elif isinstance(reply, Error):
+                    console.print(f"[red]{reply.request_id}[/] {reply.code.value}: {reply.message}")
+                seen += 1
+                if args.max_records is not None and seen >= args.max_records:
+                    return
+        finally:
+            await consumer.stop()
+
+    run_async(tail())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from consumers.demo import run_demo
+
+    return run_async(run_demo(args.workdir, max_new_tokens=args.max_new_tokens))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    rest = [arg for arg in args.rest if arg != "--"]
+    if args.which == "engine":
+        from bench.engine import main as bench_main
+    else:  # argparse choices make this unreachable; kept explicit for new benchmarks
+        print(f"unknown benchmark {args.which}", file=sys.stderr)
+        return 2
+    return bench_main(rest)

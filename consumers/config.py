@@ -1,0 +1,45 @@
+"""Configuration of the inference consumer process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `lorastream serve` needs besides the Kafka connection and the engine."""
+
+    group_id: str = "lorastream-inference"
+    group_instance_id: str | None = None  # static membership: a restart within the session timeout keeps partitions
+    max_inflight: int = 256  # requests admitted but not yet answered; above it the partitions pause
+    resume_below: int = 192  # low-water mark: partitions resume when in-flight drops below it
+    max_fetch_records: int = 256
+    chunk_flush_ms: float = 20.0  # a TokenChunk holds tokens at most this long…
+    chunk_max_tokens: int = 16  # …or until it has this many
+    commit_interval_ms: float = 100.0
+    shutdown_drain_s: float = 30.0
+    request_partitions: int = 8  # used when the service creates its topics
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
+
+    def __post_init__(self) -> None:
+        if not self.group_id:
+            raise ValueError("group_id must not be empty")
+        if self.max_inflight < 1:
+            raise ValueError("max_inflight must be >= 1")
+        if not 0 <= self.resume_below <= self.max_inflight:
+            raise ValueError("resume_below must be within [0, max_inflight]")
+        if self.max_fetch_records < 1:
+            raise ValueError("max_fetch_records must be >= 1")
+        if self.chunk_flush_ms < 0:
+            raise ValueError("chunk_flush_ms must be >= 0")
+        if self.chunk_max_tokens < 1:
+            raise ValueError("chunk_max_tokens must be >= 1")
+        if self.commit_interval_ms <= 0:
+            raise ValueError("commit_interval_ms must be > 0")
+        if self.shutdown_drain_s < 0:
+            raise ValueError("shutdown_drain_s must be >= 0")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be within [0, 65535]")
+        if self.request_partitions < 1:
+            raise ValueError("request_partitions must be >= 1")

@@ -1,0 +1,51 @@
+"""Process wiring for `lorastream serve`: engine runner + inference service + signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from consumers.config import ServeConfig
+from consumers.inference import InferenceService, Runner
+from streamer import KafkaConfig, TopicNames
+
+log = logging.getLogger(__name__)
+
+
+def build_runner(
+    *,
+    model_path: str,
+    adapter_root: str | None,
+    quantize: str | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    max_batch_size: int = 64,
+) -> Runner:
+    """Load the model (this takes a while) and return the engine's step-loop runner."""
+    from gpu_engine.config import EngineConfig
+    from gpu_engine.engine import Engine
+    from gpu_engine.runner import EngineRunner
+
+    config = EngineConfig(
+        model_path=model_path,
+        adapter_root=adapter_root,
+        quantize=quantize,
+        dtype=dtype,
+        device=device,
+        max_batch_size=max_batch_size,
+    )
+    return EngineRunner(Engine(config))
+
+
+async def serve_forever(
+    kafka: KafkaConfig, topics: TopicNames, config: ServeConfig, runner: Runner
+) -> None:
+    """Serve until SIGINT/SIGTERM, then stop intake, drain, commit and leave the group."""
+    service = InferenceService(kafka, topics, config, runner)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, service.stop)
+    log.info("serving %s (group %s)", topics.requests, config.group_id)
+    await service.run()
+    log.info("stopped")

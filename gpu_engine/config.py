@@ -1,0 +1,49 @@
+"""EngineConfig: every knob of the engine, frozen and validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("nf4",)
+LORA_BACKENDS = ("auto", "loop", "grouped", "triton")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load the model and how much work one engine step may take.
+
+    `max_batch_size` is also the number of KV-cache slots: each running request owns one slot of
+    `max_model_len` positions for its whole life (see docs/engine.md).
+    """
+
+    model_path: str
+    adapter_root: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    quantize: str | None = None  # None | "nf4" (bitsandbytes, base weights only)
+    max_batch_size: int = 64
+    max_step_tokens: int = 2048
+    max_model_len: int | None = None  # None = the model's max_position_embeddings, capped at 4096
+    lora_backend: str = "auto"  # "auto" = triton on cuda, grouped_mm on cpu when present, else loop
+    max_lora_rank: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.model_path:
+            raise ValueError("model_path must not be empty")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise ValueError(f"quantize must be None or one of {QUANTIZATIONS}, got {self.quantize!r}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if self.max_step_tokens < self.max_batch_size:
+            raise ValueError("max_step_tokens must be >= max_batch_size (every running request decodes each step)")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError("max_model_len must be >= 2")
+        if self.lora_backend not in LORA_BACKENDS:
+            raise ValueError(f"lora_backend must be one of {LORA_BACKENDS}, got {self.lora_backend!r}")
+        if self.max_lora_rank < 1:
+            raise ValueError("max_lora_rank must be >= 1")

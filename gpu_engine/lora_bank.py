@@ -1,0 +1,90 @@
+"""LoraBank: device-resident LoRA weights packed by rank, one slot per loaded adapter.
+
+Each rank bucket holds, per (layer, projection) that any of its adapters targets, a stacked
+A buffer [capacity, in, rank] and B buffer [capacity, rank, out] (scale folded into B). A slot
+whose adapter does not target a projection holds zeros there, so its delta is exactly zero.
+Adapters of different ranks never share a bucket, so no adapter is padded to another's rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from gpu_engine.adapters import LoraAdapter
+from gpu_engine.model_spec import ModelSpec
+from gpu_engine.segments import SlotKey
+
+_INITIAL_CAPACITY = 4
+
+
+@dataclass
+class RankBucket:
+    """All slots of one rank. `a`/`b` are keyed by (layer, projection)."""
+
+    rank: int
+    capacity: int
+    a: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # [capacity, in, rank]
+    b: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # [capacity, rank, out]
+    targets: list[frozenset[tuple[int, str]]] = field(default_factory=list)  # per slot
+    free_slots: list[int] = field(default_factory=list)
+
+
+class LoraBank:
+    """Owns the packed weights; `add` returns the (rank, slot) key the step uses to find them."""
+
+    def __init__(self, spec: ModelSpec, dtype: torch.dtype, device: torch.device) -> None:
+        self.spec = spec
+        self.dtype = dtype
+        self.device = device
+        self.buckets: dict[int, RankBucket] = {}
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(t.nbytes for bucket in self.buckets.values() for t in (*bucket.a.values(), *bucket.b.values()))
+
+    def capacities(self) -> dict[int, int]:
+        return {rank: bucket.capacity for rank, bucket in self.buckets.items()}
+
+    def add(self, adapter: LoraAdapter) -> SlotKey:
+        bucket = self.buckets.get(adapter.rank)
+        if bucket is None:
+            bucket = RankBucket(rank=adapter.rank, capacity=0)
+            self.buckets[adapter.rank] = bucket
+        if not bucket.free_slots:
+            self._grow(bucket)
+        slot = bucket.free_slots.pop()
+        for key, weights in adapter.weights.items():
+            if key not in bucket.a:
+                in_features, out_features = self.spec.projection_shape(key[1])
+                bucket.a[key] = self._zeros(bucket.capacity, in_features, bucket.rank)
+                bucket.b[key] = self._zeros(bucket.capacity, bucket.rank, out_features)
+            bucket.a[key][slot].copy_(weights.a_t)
+            bucket.b[key][slot].copy_(weights.b_t)
+        bucket.targets[slot] = frozenset(adapter.weights)
+        return (adapter.rank, slot)
+
+    def remove(self, key: SlotKey) -> None:
+        rank, slot = key
+        bucket = self.buckets[rank]
+        for target in bucket.targets[slot]:
+            bucket.a[target][slot].zero_()
+            bucket.b[target][slot].zero_()
+        bucket.targets[slot] = frozenset()
+        bucket.free_slots.append(slot)
+
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def _grow(self, bucket: RankBucket) -> None:
+        old = bucket.capacity
+        new = max(_INITIAL_CAPACITY, 2 * old)
+        for stacks in (bucket.a, bucket.b):
+            for key, tensor in stacks.items():
+                grown = self._zeros(new, *tensor.shape[1:])
+                grown[:old].copy_(tensor)
+                stacks[key] = grown
+        bucket.capacity = new
+        bucket.targets.extend(frozenset() for _ in range(new - old))
+        bucket.free_slots.extend(range(new - 1, old - 1, -1))  # pop() hands out the lowest slot first

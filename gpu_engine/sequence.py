@@ -1,0 +1,43 @@
+"""Sequence: the engine-side state of one request. Pure Python, no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpu_engine.segments import SlotKey
+from gpu_engine.types import GenerationRequest
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Token ids of prompt + output, and how many of them are already in the KV cache."""
+
+    request: GenerationRequest
+    token_ids: list[int]
+    num_prompt_tokens: int
+    lora_key: SlotKey | None = None
+    num_computed: int = 0  # tokens whose keys/values are in the cache
+    slot: int | None = None  # KV-cache slot while running
+    num_new_tokens: int = 0
+    finished: bool = field(default=False)
+
+    @classmethod
+    def from_prompt(cls, request: GenerationRequest, prompt_ids: list[int], lora_key: SlotKey | None) -> Sequence:
+        return cls(request=request, token_ids=list(prompt_ids), num_prompt_tokens=len(prompt_ids), lora_key=lora_key)
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def num_pending(self) -> int:
+        """Tokens still to be fed to the model before the next token can be sampled."""
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+        self.num_new_tokens += 1

@@ -1,0 +1,61 @@
+"""run_step: turn the scheduler's chunks into tensors, run the forward pass, sample.
+
+The only place (with the forward itself) that touches the device for a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
+
+import torch
+
+from gpu_engine.attention import AttentionPlan, SeqChunk
+from gpu_engine.lora_ops import LoraStep
+from gpu_engine.sampler import sample
+from gpu_engine.scheduler import ScheduledChunk
+from gpu_engine.segments import find_segments, segment_sort_key
+from gpu_engine.sequence import Sequence
+from gpu_engine.transformer import forward
+
+if TYPE_CHECKING:
+    from gpu_engine.engine import Engine
+
+
+def run_step(
+    engine: Engine, chunks: Seq[ScheduledChunk], generators: Seq[torch.Generator | None]
+) -> list[tuple[Sequence, int]]:
+    """Feed every chunk through the model; returns (sequence, new token) for completed chunks."""
+    order = sorted(range(len(chunks)), key=lambda i: segment_sort_key(chunks[i].seq.lora_key))
+    input_ids: list[int] = []
+    positions: list[int] = []
+    seq_chunks: list[SeqChunk] = []
+    sample_rows: list[int] = []
+    sampled: list[int] = []  # indexes into chunks, in sample_rows order
+    for i in order:
+        seq, num_tokens = chunks[i].seq, chunks[i].num_tokens
+        start = seq.num_computed
+        seq_chunks.append(SeqChunk(len(input_ids), num_tokens, seq.slot, start))
+        input_ids += seq.token_ids[start : start + num_tokens]
+        positions += range(start, start + num_tokens)
+        if chunks[i].completes:
+            sample_rows.append(len(input_ids) - 1)
+            sampled.append(i)
+    device = engine.model.device
+    segments = find_segments([chunks[i].seq.lora_key for i in order], [chunks[i].num_tokens for i in order])
+    with torch.inference_mode():
+        plan = AttentionPlan(seq_chunks, engine.spec.sliding_windows, device)
+        lora = LoraStep(engine.bank, segments, engine.lora_backend)
+        logits = forward(
+            engine.model,
+            engine.cache,
+            torch.tensor(input_ids, dtype=torch.long, device=device),
+            torch.tensor(positions, dtype=torch.long, device=device),
+            plan,
+            lora,
+            torch.tensor(sample_rows, dtype=torch.long, device=device),
+        )  # [B, V]
+        tokens = sample(logits, [chunks[i].seq.request.sampling for i in sampled], [generators[i] for i in sampled])
+    for chunk in chunks:
+        chunk.seq.num_computed += chunk.num_tokens
+    return [(chunks[i].seq, token) for i, token in zip(sampled, tokens)]

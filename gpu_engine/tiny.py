@@ -1,0 +1,177 @@
+"""Tiny real checkpoints built locally: a BPE tokenizer, Llama-family models and PEFT adapters.
+
+Used by the tests and by `make demo`; nothing is downloaded. Every builder is deterministic
+for a given seed and takes well under a few seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
+_WORDS = (
+    "the a an one every some many few model adapter token stream kafka batch request answer "
+    "reply engine server client partition offset topic lora rank weight layer head cache slot "
+    "cat dog bird fish tree river mountain city road house garden window door light night day "
+    "runs jumps reads writes serves learns sends sees finds makes takes gives keeps holds "
+    "quick slow bright dark small large green blue red old new happy quiet loud warm cold "
+    "and or but with without under over near into from to of in on at by for"
+).split()
+_EXTRAS = ("café", "naïve", "über", "日本語", "señor", "ü", "€", "→", "😀", "ß")
+_ARCHS = ("llama", "mistral", "qwen2")
+
+
+def _corpus(num_sentences: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(num_sentences):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 14))]
+        if rng.random() < 0.25:
+            words.insert(rng.randrange(len(words)), rng.choice(_EXTRAS))
+        sentence = " ".join(words)
+        lines.append(sentence[0].upper() + sentence[1:] + rng.choice((".", "!", "?", ",")))
+    return lines
+
+
+def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int = 0):
+    """Train a byte-level BPE on a generated corpus; save it as a PreTrainedTokenizerFast."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(3000, seed), trainer=trainer)
+    bos_id = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def _model_config(arch: str, vocab_size: int, ids: dict[str, int], **kw):
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=kw["hidden"],
+        intermediate_size=kw["intermediate"],
+        num_hidden_layers=kw["layers"],
+        num_attention_heads=kw["heads"],
+        num_key_value_heads=kw["kv_heads"],
+        max_position_embeddings=kw["max_position_embeddings"],
+        initializer_range=kw["init_std"],
+        tie_word_embeddings=kw["tie_word_embeddings"],
+        **ids,
+    )
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "mistral":
+        return MistralConfig(sliding_window=kw["sliding_window"], **common)
+    if kw["sliding_window"] is not None:
+        return Qwen2Config(use_sliding_window=True, sliding_window=kw["sliding_window"], max_window_layers=0, **common)
+    return Qwen2Config(**common)
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    arch: str = "llama",
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int | None = None,
+    vocab_size: int = 512,
+    seed: int = 0,
+    init_std: float = 0.2,
+    max_position_embeddings: int = 1024,
+    sliding_window: int | None = None,
+    tie_word_embeddings: bool = False,
+    tokenizer_dir: str | Path | None = None,
+) -> Path:
+    """Random-init a Llama/Mistral/Qwen2 model and save it with its tokenizer in `out_dir`.
+
+    `init_std` is large on purpose: well-separated logits keep greedy decoding free of near-ties,
+    so token-identity tests against PEFT are meaningful rather than flaky.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if arch not in _ARCHS:
+        raise ValueError(f"arch must be one of {_ARCHS}, got {arch!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is None:
+        tokenizer = build_tiny_tokenizer(out, vocab_size=vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        tokenizer.save_pretrained(str(out))
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    config = _model_config(
+        arch,
+        len(tokenizer),
+        ids,
+        hidden=hidden,
+        intermediate=intermediate or 2 * hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        init_std=init_std,
+        sliding_window=sliding_window,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(str(out))
+    return out
+
+
+def build_tiny_adapter(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    r: int = 8,
+    alpha: float = 16,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    seed: int = 1,
+    b_std: float = 0.2,
+    use_rslora: bool = False,
+) -> Path:
+    """Create a PEFT LoRA adapter for `model_dir` and save it (safetensors) in `out_dir`.
+
+    PEFT zero-initialises lora_B, which would make the adapter a no-op; it is redrawn here with
+    std `b_std` so greedy outputs differ visibly from the base model.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0, use_rslora=use_rslora
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = get_peft_model(base, config)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, b_std)
+    out = Path(out_dir)
+    model.save_pretrained(str(out), safe_serialization=True)
+    return out

@@ -1,0 +1,84 @@
+"""The engine's own request/event dataclasses: the whole contract between the engine and its callers.
+
+The engine never sees Kafka events; `consumers/` translates events to these and back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class FinishReason(str, enum.Enum):
+    """Why a generation ended."""
+
+    LENGTH = "length"  # max_new_tokens reached (or the model's context was full)
+    EOS = "eos"  # the model produced its end-of-sequence token
+    STOP = "stop"  # a stop string matched; the text is cut before it
+    CANCELLED = "cancelled"  # the caller aborted it
+    ERROR = "error"  # see GenerationEvent.error_code
+
+
+class EngineErrorCode(str, enum.Enum):
+    """Closed set of reasons the engine refuses or fails a request."""
+
+    ADAPTER_NOT_FOUND = "adapter_not_found"
+    ADAPTER_INVALID = "adapter_invalid"
+    PROMPT_TOO_LONG = "prompt_too_long"
+    INVALID_PARAMS = "invalid_params"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding controls. temperature == 0 means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = disabled
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False  # keep generating past EOS (benchmarks); max_new_tokens still ends it
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to complete, with the adapter to apply (None = the base model)."""
+
+    request_id: str
+    prompt: str
+    adapter_id: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """Progress of one request. The last event of a request has `finish_reason` set.
+
+    `text` is the new text since the previous event (always whole UTF-8 characters);
+    `token_ids` the tokens produced since the previous event.
+    """
+
+    request_id: str
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error_code: EngineErrorCode | None = None
+    error_message: str = ""
+
+    @property
+    def is_final(self) -> bool:
+        return self.finish_reason is not None

@@ -1,0 +1,368 @@
+"""LoraClient: publish inference requests, stream their answers back from a reply partition.
+
+Replies come to one partition this client reads alone, with manual `assign` (no consumer group,
+so no rebalances): by default a private topic `<prefix>.replies.<client_id>` created on enter
+and deleted on exit, or a partition of a shared reply topic that the deployment assigns to this
+client. One reader task demultiplexes records by request_id (see streamer.replies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Self, TypedDict, Unpack
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas import (
+    CancelRequest,
+    Final,
+    InferenceRequest,
+    ReplyAddress,
+    SamplingParams,
+    decode_request,
+    encode,
+)
+from streamer.admin import delete_topics, ensure_topics, reply_topic_spec
+from streamer.config import KafkaConfig, TopicNames
+from streamer.errors import ClientClosed, PublishFailed
+from streamer.kafka import start_producer
+from streamer.replies import Sink
+from streamer.reply_reader import ReplyReader
+from streamer.stream import RequestStream
+
+log = logging.getLogger(__name__)
+
+BASE_MODEL_KEY = "__base__"  # partition key of requests for the base model
+_CLOSE_TIMEOUT_S = 5.0
+
+
+class RequestOptions(TypedDict, total=False):
+    """What a request may set besides prompt and adapter (see `LoraClient.build_request`)."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    stop: Iterable[str]
+    seed: int | None
+    deadline_s: float | None
+    priority: int
+    request_id: str | None
+
+
+class LoraClient:
+    """Async client of the lorastream inference service; use as `async with`."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        *,
+        config: KafkaConfig | None = None,
+        topics: TopicNames | None = None,
+        client_id: str | None = None,
+        reply_topic: str | None = None,
+        reply_partition: int | None = None,
+        request_timeout_s: float = 120.0,
+    ) -> None:
+        if config is None:
+            config = KafkaConfig.from_env(bootstrap_servers)
+        elif bootstrap_servers is not None:
+            config = dataclasses.replace(config, bootstrap_servers=bootstrap_servers)
+        if (reply_topic is None) != (reply_partition is None):
+            raise ValueError("give reply_topic and reply_partition together (or neither)")
+        if reply_partition is not None and reply_partition < 0:
+            raise ValueError("reply_partition must be >= 0")
+        if request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be > 0")
+        self.config = config
+        self.topics = topics = topics or TopicNames()
+        self.client_id = client_id or uuid.uuid4().hex[:16]
+        self.request_timeout_s = request_timeout_s
+        self.owns_reply_topic = reply_topic is None
+        self.reply_to = ReplyAddress(
+            topic=reply_topic or topics.replies_for(self.client_id),
+            partition=reply_partition or 0,
+        )
+        self._reader = ReplyReader(self.config, self.reply_to)
+        self._producer: AIOKafkaProducer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._is_open = False
+        self._made_reply_topic = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect, create the private reply topic if any, and start reading replies."""
+        if self._is_open:
+            return
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._producer = await start_producer(self.config)
+            if self.owns_reply_topic:
+                await ensure_topics(self.config, [reply_topic_spec(self.reply_to.topic)])
+                self._made_reply_topic = True
+            await self._reader.start()
+        except BaseException:
+            await self._shutdown()
+            raise
+        self._is_open = True
+
+    async def close(self) -> None:
+        """Fail unfinished streams with ClientClosed, send pending cancels, disconnect."""
+        if not self._is_open:
+            return
+        self._is_open = False
+        self._reader.fail_all(ClientClosed("the client was closed"))
+        if self._background:
+            await asyncio.wait(self._background, timeout=_CLOSE_TIMEOUT_S)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        await self._reader.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._made_reply_topic:
+            self._made_reply_topic = False
+            try:
+                await delete_topics(self.config, [self.reply_to.topic], timeout_s=_CLOSE_TIMEOUT_S)
+            except Exception as exc:  # the topic expires by retention if it stays behind
+                log.warning("could not delete reply topic %s: %r", self.reply_to.topic, exc)
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests whose answer is still awaited."""
+        return len(self._reader.demux)
+
+    @property
+    def num_dropped_records(self) -> int:
+        """Reply records dropped as duplicates or superseded attempts."""
+        return self._reader.demux.num_dropped
+
+    @property
+    def num_ignored_records(self) -> int:
+        """Reply records for requests nobody waits for (finished, abandoned, other clients')."""
+        return self._reader.demux.num_ignored
+
+    def stream(
+        self,
+        prompt: str,
+        adapter_id: str | None = None,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        deadline_s: float | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+        partition_key: str | None = None,
+    ) -> RequestStream:
+        """`async for record in client.stream(...)`: TokenChunks, then the Final."""
+        request = self.build_request(
+            prompt,
+            adapter_id,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            deadline_s=deadline_s,
+            priority=priority,
+            request_id=request_id,
+        )
+        return self.stream_request(request, timeout_s=timeout_s, partition_key=partition_key)
+
+    async def generate(
+        self,
+        prompt: str,
+        adapter_id: str | None = None,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        deadline_s: float | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+        partition_key: str | None = None,
+    ) -> Final:
+        """The whole answer at once (the service sends no chunks, only the Final)."""
+        request = self.build_request(
+            prompt,
+            adapter_id,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=stop,
+            seed=seed,
+            deadline_s=deadline_s,
+            priority=priority,
+            request_id=request_id,
+            stream=False,
+        )
+        async with self.stream_request(
+            request, timeout_s=timeout_s, partition_key=partition_key
+        ) as answer:
+            return await answer.final()
+
+    async def submit(
+        self,
+        prompt: str,
+        adapter_id: str | None = None,
+        *,
+        reply_to: ReplyAddress | None = None,
+        stream: bool = False,
+        partition_key: str | None = None,
+        **options: Unpack[RequestOptions],
+    ) -> str:
+        """Publish a request without waiting for its answer; return its request_id.
+
+        The Final goes to the results topic (and to `reply_to`, when given); `options` are
+        those of `stream()` that shape the request (max_new_tokens, temperature, ...).
+        """
+        request = self.build_request(prompt, adapter_id, stream=stream, **options)
+        request = msgspec.structs.replace(request, reply_to=reply_to)
+        await self.send_request(request, partition_key=partition_key)
+        return request.request_id
+
+    def stream_request(
+        self,
+        request: InferenceRequest,
+        *,
+        timeout_s: float | None = None,
+        partition_key: str | None = None,
+    ) -> RequestStream:
+        """Stream the answer of a request built by the caller; its reply_to is set to ours.
+
+        Raises InvalidEvent at once when the service would refuse the request.
+        """
+        request = msgspec.structs.replace(request, reply_to=self.reply_to)
+        decode_request(encode(request))
+        return RequestStream(
+            self,
+            request,
+            timeout_s=self.request_timeout_s if timeout_s is None else timeout_s,
+            partition_key=partition_key,
+        )
+
+    async def send_request(
+        self, request: InferenceRequest, *, partition_key: str | None = None
+    ) -> None:
+        """Validate and publish a request on the requests topic, keyed by adapter.
+
+        The key is `partition_key`, else the adapter_id (`__base__` for the base model), so one
+        adapter's traffic lands on one consumer. Raises InvalidEvent, PublishFailed, ClientClosed.
+        """
+        if not self._is_open or self._producer is None:
+            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
+        if request.created_ms == 0:
+            request = msgspec.structs.replace(request, created_ms=_now_ms())
+        value = encode(request)
+        decode_request(value)  # the service would refuse it: refuse it here, with the reason
+        key = partition_key or request.adapter_id or BASE_MODEL_KEY
+        try:
+            await self._producer.send_and_wait(self.topics.requests, value, key=key.encode())
+        except KafkaError as exc:
+            raise PublishFailed(f"request {request.request_id} not published: {exc!r}") from exc
+
+    def build_request(
+        self,
+        prompt: str,
+        adapter_id: str | None = None,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        deadline_s: float | None = None,
+        priority: int = 0,
+        request_id: str | None = None,
+        stream: bool = True,
+    ) -> InferenceRequest:
+        """An InferenceRequest answered to this client's reply address."""
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop=list(stop),
+            seed=seed,
+        )
+        now_ms = _now_ms()
+        return InferenceRequest(
+            request_id=request_id or uuid.uuid4().hex,
+            prompt=prompt,
+            adapter_id=adapter_id,
+            params=params,
+            reply_to=self.reply_to,
+            deadline_ms=None if deadline_s is None else now_ms + round(deadline_s * 1000),
+            priority=priority,
+            created_ms=now_ms,
+            stream=stream,
+        )
+
+    # --- used by RequestStream -------------------------------------------------------------
+
+    def _register(self, request_id: str, sink: Sink) -> None:
+        if not self._is_open:
+            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
+        self._reader.demux.register(request_id, sink)
+
+    def _forget(self, request_id: str) -> bool:
+        """Stop routing replies to a request; True when it was still waiting (cancel it)."""
+        return self._reader.demux.unregister(request_id) and self._is_open
+
+    def _abandon_soon(self, request_id: str) -> None:
+        """From a finalizer: forget and cancel the request on the event loop's thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._abandon, request_id)
+
+    def _abandon(self, request_id: str) -> None:
+        if self._forget(request_id):
+            self._cancel_in_background(request_id)
+
+    def _cancel_in_background(self, request_id: str) -> None:
+        task = asyncio.create_task(self._publish_cancel(request_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish_cancel(self, request_id: str) -> None:
+        """Best effort: tell the service to stop working on a request nobody waits for."""
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            await producer.send_and_wait(
+                self.topics.control, encode(CancelRequest(request_id)), key=request_id.encode()
+            )
+        except KafkaError as exc:
+            log.warning("could not publish cancel for %s: %r", request_id, exc)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

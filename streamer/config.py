@@ -1,0 +1,146 @@
+"""How to reach Kafka (connection and security) and what the topics are called."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.limits import TOPIC_PATTERN
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+
+_TOPIC_RE = re.compile(TOPIC_PATTERN)
+_MAX_PREFIX_CHARS = 120  # leaves room for the longest suffix within Kafka's 249 characters
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Connection settings shared by every producer, consumer and admin client."""
+
+    bootstrap_servers: str
+    client_id: str = "lorastream"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ValueError("bootstrap_servers must not be empty")
+        if not self.client_id:
+            raise ValueError("client_id must not be empty")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(f"security_protocol must be one of {SECURITY_PROTOCOLS}")
+        uses_sasl = self.security_protocol.startswith("SASL_")
+        if uses_sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(
+                    f"{self.security_protocol} needs sasl_mechanism in {SASL_MECHANISMS}"
+                )
+            if not self.sasl_plain_username or self.sasl_plain_password is None:
+                raise ValueError(
+                    f"{self.security_protocol} needs sasl_plain_username and _password"
+                )
+        elif self.sasl_mechanism is not None:
+            raise ValueError("sasl_mechanism is set but security_protocol is not SASL_*")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        has_ssl_files = any((self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile))
+        if has_ssl_files and not self.security_protocol.endswith("SSL"):
+            raise ValueError("ssl_* files are set but security_protocol is not SSL or SASL_SSL")
+
+    @classmethod
+    def from_env(
+        cls, bootstrap: str | None = None, env: Mapping[str, str] | None = None
+    ) -> KafkaConfig:
+        """Settings from LORASTREAM_* variables; `bootstrap` wins over LORASTREAM_BOOTSTRAP."""
+        env = os.environ if env is None else env
+        return cls(
+            bootstrap_servers=bootstrap or env.get("LORASTREAM_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+            client_id=env.get("LORASTREAM_CLIENT_ID", "lorastream"),
+            security_protocol=env.get("LORASTREAM_SECURITY_PROTOCOL", "PLAINTEXT"),
+            sasl_mechanism=env.get("LORASTREAM_SASL_MECHANISM") or None,
+            sasl_plain_username=env.get("LORASTREAM_SASL_USERNAME") or None,
+            sasl_plain_password=env.get("LORASTREAM_SASL_PASSWORD"),
+            ssl_cafile=env.get("LORASTREAM_SSL_CAFILE") or None,
+            ssl_certfile=env.get("LORASTREAM_SSL_CERTFILE") or None,
+            ssl_keyfile=env.get("LORASTREAM_SSL_KEYFILE") or None,
+        )
+
+    def aiokafka_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_plain_username
+            kwargs["sasl_plain_password"] = self.sasl_plain_password
+        if self.security_protocol.endswith("SSL"):
+            kwargs["ssl_context"] = self._ssl_context()
+        return kwargs
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Every topic lorastream uses, named `<prefix>.<role>`."""
+
+    prefix: str = "lorastream"
+
+    def __post_init__(self) -> None:
+        if not _TOPIC_RE.match(self.prefix) or len(self.prefix) > _MAX_PREFIX_CHARS:
+            raise ValueError(
+                f"topic prefix must be 1-{_MAX_PREFIX_CHARS} characters of [A-Za-z0-9._-]"
+            )
+
+    @property
+    def requests(self) -> str:
+        return f"{self.prefix}.requests"
+
+    @property
+    def requests_dlq(self) -> str:
+        return f"{self.prefix}.requests.dlq"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}.results"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}.control"
+
+    @property
+    def training_requests(self) -> str:
+        return f"{self.prefix}.training.requests"
+
+    @property
+    def training_events(self) -> str:
+        return f"{self.prefix}.training.events"
+
+    @property
+    def adapters(self) -> str:
+        return f"{self.prefix}.adapters"
+
+    def replies_for(self, client_id: str) -> str:
+        """The private reply topic of one client instance."""
+        name = f"{self.prefix}.replies.{client_id}"
+        if not client_id or not _TOPIC_RE.match(name):
+            raise ValueError("client_id must be 1+ characters of [A-Za-z0-9._-] (topic-safe)")
+        return name

@@ -1,0 +1,64 @@
+"""Session-wide fixtures: one real Apache Kafka per test session, fresh topic names per test.
+
+`kafka_bootstrap` uses $LORASTREAM_BOOTSTRAP when set; otherwise it starts Apache Kafka from
+$LORASTREAM_KAFKA_LIBS (or <repo>/.cache/kafka/libs, filled by `make kafka-jars`) the first time
+a test asks for it, and stops it at the end. A broker that cannot start fails the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streamer import KafkaConfig, KafkaJarBroker, TopicNames
+
+ROOT = Path(__file__).resolve().parents[1]
+_BROKER_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_config"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the broker carry the `kafka` marker (select with -m kafka / not kafka)."""
+    for item in items:
+        if _BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaJarBroker]:
+    """The Apache Kafka this session started; tests may stop() and start() it again."""
+    if os.environ.get("LORASTREAM_BOOTSTRAP"):
+        pytest.skip("LORASTREAM_BOOTSTRAP points at an external broker that tests cannot restart")
+    libs_dir = os.environ.get("LORASTREAM_KAFKA_LIBS") or ROOT / ".cache" / "kafka" / "libs"
+    broker = KafkaJarBroker(libs_dir)
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    """host:port of the broker the tests use."""
+    external = os.environ.get("LORASTREAM_BOOTSTRAP")
+    if external:
+        return external
+    return request.getfixturevalue("kafka_broker").bootstrap_servers
+
+
+@pytest.fixture
+def kafka_config(kafka_bootstrap: str) -> KafkaConfig:
+    return KafkaConfig(bootstrap_servers=kafka_bootstrap, client_id="lorastream-tests")
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A prefix no other test uses, so tests never share topics."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def topic_names(topic_prefix: str) -> TopicNames:
+    return TopicNames(topic_prefix)

@@ -1,0 +1,68 @@
+"""Consumer defaults, the transient-error retry, and the torch-free import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+from streamer import KafkaConfig, is_transient, make_consumer, retry_transient
+
+CFG = KafkaConfig("127.0.0.1:1")
+
+
+def test_importing_schemas_and_streamer_leaves_torch_out() -> None:
+    code = (
+        "import sys, schemas, streamer, streamer.brokers; "
+        "sys.exit('torch' in sys.modules or 'transformers' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+async def test_consumer_defaults_are_low_latency_and_never_auto_commit() -> None:
+    consumer = make_consumer(CFG, "t", group_id="g", fetch_max_wait_ms=7)
+    assert consumer._fetch_max_wait_ms == 7
+    assert consumer._enable_auto_commit is False
+    assert make_consumer(CFG)._fetch_max_wait_ms == 5
+
+
+def test_transient_errors() -> None:
+    assert is_transient(KafkaConnectionError())
+    assert is_transient(ConnectionRefusedError())
+    assert not is_transient(TopicAuthorizationFailedError())
+    assert not is_transient(ValueError())
+
+
+async def test_retry_transient_retries_then_succeeds() -> None:
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KafkaConnectionError("not yet")
+        return "ok"
+
+    assert await retry_transient(flaky, what="test", timeout_s=5) == "ok"
+    assert len(calls) == 3
+
+
+async def test_retry_transient_raises_permanent_errors_at_once() -> None:
+    calls = []
+
+    async def denied() -> None:
+        calls.append(1)
+        raise TopicAuthorizationFailedError()
+
+    with pytest.raises(TopicAuthorizationFailedError):
+        await retry_transient(denied, what="test", timeout_s=5)
+    assert len(calls) == 1
+
+
+async def test_retry_transient_gives_up_after_the_timeout() -> None:
+    async def down() -> None:
+        raise KafkaConnectionError("down")
+
+    with pytest.raises(KafkaConnectionError):
+        await retry_transient(down, what="test", timeout_s=0.3)
