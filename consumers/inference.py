@@ -20,6 +20,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from consumers.answer import Answer, derived_seed
 from consumers.config import ServeConfig
 from consumers.control import ControlListener
+from consumers.epochs import PartitionEpochs
 from consumers.metrics import HealthServer, Metrics, adapter_label
 from consumers.outbox import Outbox
 from gpu_engine.types import (
@@ -38,6 +39,7 @@ from schemas import (
     decode_request,
     encode,
 )
+from streamer.admin import admin_client
 from streamer import (
     KafkaConfig,
     OffsetTracker,
@@ -86,6 +88,7 @@ class InferenceService:
         self._consumer = None
         self._outbox: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.epochs: PartitionEpochs | None = None
 
     def stop(self) -> None:
         """Stop intake; `run` drains in-flight requests, commits, and returns."""
@@ -95,6 +98,11 @@ class InferenceService:
         self._loop = asyncio.get_running_loop()
         specs = default_topic_specs(self.topics, request_partitions=self.config.request_partitions)
         await ensure_topics(self.kafka, specs)
+        async with admin_client(self.kafka) as admin:
+            self.epochs = PartitionEpochs(admin, self.config.group_id)
+            await self._run()
+
+    async def _run(self) -> None:
         producer = make_producer(self.kafka, linger_ms=2)
         consumer = make_consumer(
             self.kafka,
@@ -157,7 +165,9 @@ class InferenceService:
         if not offsets:
             return
         assigned = consumer.assignment()
-        offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+        offsets = {
+            tp: (off, self.epochs.metadata(tp)) for tp, off in offsets.items() if tp in assigned
+        }
         if not offsets:
             return
         try:
@@ -189,7 +199,8 @@ class InferenceService:
         if request.request_id in self.answers:  # the same request twice in flight: answer once
             self.offsets.done(tp, offset)
             return
-        answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=request.attempt)
+        attempt = request.attempt + self.epochs.epoch(tp)
+        answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt)
         self.answers[request.request_id] = answer
         self.metrics.requests.labels(adapter_label(request.adapter_id)).inc()
         if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
@@ -215,10 +226,9 @@ class InferenceService:
     def _refuse(self, tp: TopicPartition, offset: int, raw: bytes, exc: InvalidEvent) -> None:
         """A record that is not a valid request: dead-letter it, tell the sender if we can."""
         if exc.request_id is not None and exc.reply_to is not None:
-            request = InferenceRequest(
-                request_id=exc.request_id, prompt="", reply_to=exc.reply_to, attempt=exc.attempt
-            )
-            answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=exc.attempt)
+            attempt = exc.attempt + self.epochs.epoch(tp)
+            request = InferenceRequest(request_id=exc.request_id, prompt="", reply_to=exc.reply_to)
+            answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt)
             self._outbox.put(
                 exc.reply_to.topic,
                 encode(answer.error(exc.code, exc.message)),
@@ -354,6 +364,7 @@ class InferenceService:
     def revoked(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.offsets.forget(tp)
+            self.epochs.forget(tp)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -367,4 +378,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self._service.revoked(list(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
-        return None
+        consumer = self._service._consumer
+        try:
+            await self._service.epochs.claim(consumer, list(assigned))
+        except Exception:  # answers then carry the request's own attempt; logged for operators
+            log.exception("could not claim partition epochs for %s", sorted(assigned))
