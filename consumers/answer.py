@@ -47,6 +47,7 @@ class Answer:
     deadline_timer: asyncio.TimerHandle | None = None
     expired: bool = False
     finished: bool = False
+    extra_offsets: list[tuple[object, int]] = field(default_factory=list)  # same request re-read
 
     @property
     def request_id(self) -> str:

@@ -52,6 +52,8 @@ from streamer import (
 
 log = logging.getLogger(__name__)
 
+_RESEND_DELAY_S = 0.5
+
 # engine refusals that mean the request itself was bad: they also go to the dead-letter topic
 _BAD_INPUT = {
     EngineErrorCode.ADAPTER_NOT_FOUND: ErrorCode.ADAPTER_NOT_FOUND,
@@ -196,8 +198,9 @@ class InferenceService:
         except InvalidEvent as exc:
             self._refuse(tp, offset, raw, exc)
             return
-        if request.request_id in self.answers:  # the same request twice in flight: answer once
-            self.offsets.done(tp, offset)
+        running = self.answers.get(request.request_id)
+        if running is not None:  # the same request again while in flight: answer once
+            running.extra_offsets.append((tp, offset))
             return
         attempt = request.attempt + self.epochs.epoch(tp)
         answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt)
@@ -324,13 +327,21 @@ class InferenceService:
             )
         tp = TopicPartition(answer.topic, answer.partition)
 
+        def send_copy() -> None:
+            self._outbox.put(self.topics.results, value, key=key, on_delivered=delivered)
+
         def delivered(ok: bool) -> None:
+            if not ok:  # the broker never acknowledged it: send again, the offset waits
+                log.warning("results copy of %s not acknowledged; resending", answer.request_id)
+                self._loop.call_later(_RESEND_DELAY_S, send_copy)
+                return
             if self.answers.get(answer.request_id) is answer:
                 del self.answers[answer.request_id]
-            if ok:
-                self.offsets.done(tp, answer.offset)
+            self.offsets.done(tp, answer.offset)
+            for extra_tp, extra_offset in answer.extra_offsets:
+                self.offsets.done(extra_tp, extra_offset)
 
-        self._outbox.put(self.topics.results, value, key=key, on_delivered=delivered)
+        send_copy()
 
     def _dead_letter(
         self, topic, partition, offset, raw, code, reason, request_id, on_delivered=None
