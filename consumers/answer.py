@@ -48,6 +48,7 @@ class Answer:
     expired: bool = False
     finished: bool = False
     extra_offsets: list[tuple[object, int]] = field(default_factory=list)  # same request re-read
+    served_by: str | None = None
 
     @property
     def request_id(self) -> str:
@@ -96,13 +97,19 @@ class Answer:
                 ttft_ms=_ms(first - self.received_s),
                 total_ms=_ms(now - self.received_s),
             ),
+            served_by=self.served_by,
         )
         self.seq += 1
         return record
 
     def error(self, code: ErrorCode, message: str) -> Error:
         record = Error(
-            request_id=self.request_id, attempt=self.attempt, seq=self.seq, code=code, message=message
+            request_id=self.request_id,
+            attempt=self.attempt,
+            seq=self.seq,
+            code=code,
+            message=message,
+            served_by=self.served_by,
         )
         self.seq += 1
         return record

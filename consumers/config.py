@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 
@@ -11,6 +13,7 @@ class ServeConfig:
 
     group_id: str = "lorastream-inference"
     group_instance_id: str | None = None  # static membership: a restart within the session timeout keeps partitions
+    consumer_id: str | None = None  # named in answers' served_by; default: instance id or host-pid
     max_inflight: int = 256  # requests admitted but not yet answered; above it the partitions pause
     resume_below: int = 192  # low-water mark: partitions resume when in-flight drops below it
     max_fetch_records: int = 256
@@ -21,6 +24,10 @@ class ServeConfig:
     request_partitions: int = 8  # used when the service creates its topics
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
+
+    @property
+    def served_by(self) -> str:
+        return self.consumer_id or self.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     def __post_init__(self) -> None:
         if not self.group_id:

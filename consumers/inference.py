@@ -91,6 +91,7 @@ class InferenceService:
         self._outbox: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.epochs: PartitionEpochs | None = None
+        self._served_by = config.served_by
 
     def stop(self) -> None:
         """Stop intake; `run` drains in-flight requests, commits, and returns."""
@@ -203,7 +204,9 @@ class InferenceService:
             running.extra_offsets.append((tp, offset))
             return
         attempt = request.attempt + self.epochs.epoch(tp)
-        answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt)
+        answer = Answer(
+            request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
+        )
         self.answers[request.request_id] = answer
         self.metrics.requests.labels(adapter_label(request.adapter_id)).inc()
         if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
@@ -231,7 +234,9 @@ class InferenceService:
         if exc.request_id is not None and exc.reply_to is not None:
             attempt = exc.attempt + self.epochs.epoch(tp)
             request = InferenceRequest(request_id=exc.request_id, prompt="", reply_to=exc.reply_to)
-            answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt)
+            answer = Answer(
+                request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
+            )
             self._outbox.put(
                 exc.reply_to.topic,
                 encode(answer.error(exc.code, exc.message)),
@@ -387,9 +392,11 @@ class _Rebalance(ConsumerRebalanceListener):
         if consumer is not None and revoked:
             await self._service._commit(consumer)
         self._service.revoked(list(revoked))
+        self._service.metrics.assigned_partitions.set(0)  # eager protocol: all are revoked
 
     async def on_partitions_assigned(self, assigned) -> None:
         consumer = self._service._consumer
+        self._service.metrics.assigned_partitions.set(len(assigned))
         try:
             await self._service.epochs.claim(consumer, list(assigned))
         except Exception:  # answers then carry the request's own attempt; logged for operators

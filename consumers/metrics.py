@@ -37,6 +37,9 @@ class Metrics:
         self.ttft_ms = Histogram("lorastream_ttft_ms", "Received → first token", ["adapter"], buckets=_MS_BUCKETS, registry=r)
         self.total_ms = Histogram("lorastream_total_ms", "Received → answered", ["adapter"], buckets=_MS_BUCKETS, registry=r)
         self.inflight = Gauge("lorastream_inflight", "Requests admitted and not yet answered", registry=r)
+        self.assigned_partitions = Gauge(
+            "lorastream_assigned_partitions", "Request partitions this consumer owns", registry=r
+        )
         self.paused = Gauge("lorastream_paused", "1 while intake is paused by backpressure", registry=r)
 
     def render(self) -> bytes:

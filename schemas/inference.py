@@ -106,6 +106,7 @@ class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
     adapter_id: str | None = None
     usage: Usage = Usage()
     timings: Timings = Timings()
+    served_by: str | None = None  # the consumer that answered (its instance/consumer id)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -117,6 +118,7 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="kind"):
     seq: int
     code: ErrorCode
     message: str
+    served_by: str | None = None
     schema_version: int = SCHEMA_VERSION
 
 
