@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiokafka import TopicPartition
 
 from schemas import CancelRequest, InvalidEvent, decode_control
-from streamer import KafkaConfig, make_consumer
+from streamer import KafkaConfig, describe_topics, make_consumer
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,10 @@ class ControlListener:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = make_consumer(self._kafka, enable_auto_commit=False)
+        infos = await describe_topics(self._kafka, [self._topic])
+        tps = [TopicPartition(self._topic, p) for info in infos for p in range(info.partitions)]
+        consumer = make_consumer(self._kafka)
         await consumer.start()
-        await consumer.topics()  # loads cluster metadata, so the next line knows the partitions
-        partitions = consumer.partitions_for_topic(self._topic) or set()
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if tps:
             await consumer.seek_to_end(*tps)

@@ -177,6 +177,8 @@ class InferenceService:
             await consumer.commit(offsets)
         except Exception as exc:  # transient (rebalance in progress, broker away): next round retries
             log.warning("commit failed: %r", exc)
+            return
+        self.offsets.committed({tp: off for tp, (off, _) in offsets.items()})
 
     def _apply_backpressure(self, consumer) -> None:
         inflight = len(self.answers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from schemas import (
     decode_request,
     encode,
 )
+from schemas.limits import TOPIC_PATTERN
 from streamer.admin import delete_topics, ensure_topics, reply_topic_spec
 from streamer.config import KafkaConfig, TopicNames
 from streamer.errors import ClientClosed, PublishFailed
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 BASE_MODEL_KEY = "__base__"  # partition key of requests for the base model
 _CLOSE_TIMEOUT_S = 5.0
+_TOPIC_RE = re.compile(TOPIC_PATTERN)
 
 
 class RequestOptions(TypedDict, total=False):
@@ -79,6 +82,8 @@ class LoraClient:
             raise ValueError("give reply_topic and reply_partition together (or neither)")
         if reply_partition is not None and reply_partition < 0:
             raise ValueError("reply_partition must be >= 0")
+        if reply_topic is not None and not _TOPIC_RE.match(reply_topic):
+            raise ValueError(f"invalid reply_topic {reply_topic!r}")
         if request_timeout_s <= 0:
             raise ValueError("request_timeout_s must be > 0")
         self.config = config

@@ -53,7 +53,8 @@ class RequestStream:
         if not self._is_registered:
             await self._send()
         try:
-            item = await asyncio.wait_for(self._queue.get(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                item = await self._queue.get()
         except TimeoutError:
             self._abandon()
             raise RequestTimeout(self.request_id, self.timeout_s) from None
@@ -83,7 +84,7 @@ class RequestStream:
         if self._is_finished:
             return
         self._is_finished = True
-        if self._client._forget(self.request_id) and self._is_registered:
+        if self._is_registered and self._client._forget(self.request_id):
             await self._client._publish_cancel(self.request_id)
 
     async def __aenter__(self) -> Self:
@@ -115,5 +116,5 @@ class RequestStream:
         if self._is_finished:
             return
         self._is_finished = True
-        if self._client._forget(self.request_id) and self._is_registered:
+        if self._is_registered and self._client._forget(self.request_id):
             self._client._cancel_in_background(self.request_id)

@@ -34,9 +34,11 @@ def kafka_broker() -> Iterator[KafkaJarBroker]:
         pytest.skip("LORASTREAM_BOOTSTRAP points at an external broker that tests cannot restart")
     libs_dir = os.environ.get("LORASTREAM_KAFKA_LIBS") or ROOT / ".cache" / "kafka" / "libs"
     broker = KafkaJarBroker(libs_dir)
-    broker.start()
-    yield broker
-    broker.close()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
 
 
 @pytest.fixture(scope="session")

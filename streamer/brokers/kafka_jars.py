@@ -90,7 +90,6 @@ class KafkaJarBroker(BrokerProcess):
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "4",
-            "log.flush.interval.messages": "9223372036854775807",
         }
         props.update(self.extra_properties)
         return props
@@ -143,7 +142,7 @@ class KafkaJarBroker(BrokerProcess):
         ]
 
 
-_TOOL_JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss1m")
+_TOOL_JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")  # a short-lived tool: start fast
 
 _LOG4J2_PROPERTIES = """\
 status = warn

@@ -39,6 +39,7 @@ class BrokerProcess:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"lorastream-{self.kind}-"))
         self._proc: subprocess.Popen[bytes] | None = None
         self._prepared = False
+        _live.add(self)  # closed at interpreter exit at the latest
 
     @property
     def bootstrap_servers(self) -> str:
@@ -74,7 +75,6 @@ class BrokerProcess:
                 cwd=self.workdir,
                 start_new_session=True,  # a terminal's Ctrl-C reaches us; we stop it in order
             )
-        _live.add(self)
         started_s = time.monotonic()
         try:
             self._wait_ready()

@@ -153,7 +153,7 @@ def test_scale_is_folded_into_b(root, name, scale):
     prefix = "base_model.model.model.layers.1.self_attn.q_proj"
     expected = raw[f"{prefix}.lora_B.weight"] @ raw[f"{prefix}.lora_A.weight"] * scale  # [out, in]
     weights = adapter.weights[(1, "q_proj")]
-    torch.testing.assert_close((weights.a_t @ weights.b_t).t(), expected)
+    torch.testing.assert_close((weights.a.t() @ weights.b_t).t(), expected)
     assert adapter.rank == 8 and adapter.num_bytes > 0
 
 

@@ -47,6 +47,13 @@ def test_find_segments_rejects_bad_input():
             {8: 4, 16: 2},
             [BucketRows(8, 0, 4, (1, 1, 1, 4)), BucketRows(16, 4, 6, (0, 2))],
         ),
+        # one row per slot, consecutive slots: usable as a batch over the slot range
+        (
+            [Segment(8, 1, 0, 1), Segment(8, 2, 1, 2), Segment(8, 3, 2, 3)],
+            {8: 4},
+            [BucketRows(8, 0, 3, (0, 1, 2, 3), first_slot=1)],
+        ),
+        ([Segment(8, 1, 0, 1), Segment(8, 3, 1, 2)], {8: 4}, [BucketRows(8, 0, 2, (0, 1, 1, 2))]),
     ],
 )
 def test_group_buckets(segments, capacities, expected):

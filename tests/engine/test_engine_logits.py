@@ -41,7 +41,7 @@ def mixed_step_logits(engine: Engine, items: list[tuple[list[int], str | None]],
     with torch.inference_mode():
         logits = forward(
             engine.model, engine.cache, torch.tensor(ids, device=device), torch.tensor(positions, device=device),
-            AttentionPlan(chunks, engine.spec.sliding_windows, device),
+            AttentionPlan(chunks, engine.spec.sliding_windows, engine.cache, device),
             LoraStep(engine.bank, segments, engine.lora_backend), torch.arange(len(ids), device=device),
         )
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)

@@ -17,7 +17,7 @@ SPEC = ModelSpec(
 )
 # (rank, targets) per adapter: mixed ranks, different target sets, one shared rank bucket
 ADAPTERS = [(4, ("q_proj", "down_proj")), (16, ("q_proj", "k_proj")), (4, ("q_proj",)), (64, ("down_proj",)),
-            (8, ("v_proj",))]
+            (8, ("v_proj",)), (4, ("q_proj", "k_proj"))]
 LAYOUTS = {
     "empty": [],
     "base-only": [(None, 3)],
@@ -25,6 +25,7 @@ LAYOUTS = {
     "all-distinct": [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)],
     "prefill-and-decode": [(1, 7), (0, 1), (None, 2), (3, 5), (2, 1), (None, 1)],
     "same-adapter-twice": [(2, 3), (2, 1), (0, 2)],
+    "one-row-sparse-slots": [(0, 1), (5, 1), (None, 1)],
 }
 
 
@@ -34,7 +35,7 @@ def make_adapter(index: int, rank: int, targets, generator) -> LoraAdapter:
         for proj in targets:
             in_f, out_f = SPEC.projection_shape(proj)
             weights[(layer, proj)] = LoraWeights(
-                torch.randn(in_f, rank, generator=generator), torch.randn(rank, out_f, generator=generator)
+                torch.randn(rank, in_f, generator=generator), torch.randn(rank, out_f, generator=generator)
             )
     return LoraAdapter(f"a{index}", rank, weights)
 

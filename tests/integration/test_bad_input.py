@@ -11,8 +11,10 @@ import msgspec
 import pytest
 
 from schemas import DeadLetter, Error, ErrorCode, Final, decode, decode_reply
-from streamer import ensure_topics, make_consumer, make_producer
-from streamer.admin import TopicSpec
+from streamer import describe_topics, ensure_topics, make_consumer, make_producer
+from aiokafka import TopicPartition
+
+from streamer.admin import TopicSpec, admin_client
 
 pytestmark = pytest.mark.kafka
 
@@ -29,28 +31,28 @@ def _request(request_id: str, reply_topic: str, **fields) -> dict:
     return body
 
 
-def _malformed(rng: random.Random, reply_topic: str) -> list[tuple[bytes, str | None, ErrorCode]]:
-    """(bytes, request_id the sender can be told under or None, expected code)."""
+def _malformed(rng: random.Random, reply_topic: str, scale: int) -> list[tuple[bytes, str | None, ErrorCode]]:
+    """200 × scale of (bytes, request_id the sender can be told under or None, expected code)."""
     enc = msgspec.json.encode
     out = []
-    for i in range(40):
+    for _ in range(40 * scale):
         out.append((bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))), None, None))
-    for i in range(40):
+    for i in range(40 * scale):
         rid = f"badtype-{i}"
         field, value = [("prompt", 42), ("params", "fast"), ("priority", "high"), ("stream", [1])][i % 4]
         out.append((enc(_request(rid, reply_topic, **{field: value})), rid, ErrorCode.INVALID_REQUEST))
-    for i in range(40):
+    for i in range(40 * scale):
         rid = f"missing-{i}"
         body = _request(rid, reply_topic)
         del body["prompt"]
         out.append((enc(body), rid, ErrorCode.INVALID_REQUEST))
-    for i in range(40):
+    for i in range(40 * scale):
         rid = f"unknown-{i}"
         out.append((enc(_request(rid, reply_topic, adapter_id=f"nobody/ad-{i}")), rid, ErrorCode.ADAPTER_NOT_FOUND))
-    for i in range(20):
+    for i in range(20 * scale):
         rid = f"oversize-{i}"
         out.append((enc(_request(rid, reply_topic, prompt="x" * 70_000)), rid, ErrorCode.INVALID_REQUEST))
-    for i in range(20):
+    for i in range(20 * scale):
         rid = f"traversal-{i}"
         out.append((enc(_request(rid, reply_topic, adapter_id=f"../../etc/{i}")), rid, ErrorCode.INVALID_REQUEST))
     return out
@@ -74,13 +76,14 @@ async def _collect(kafka, topic: str, done, timeout_s: float) -> list[bytes]:
     return values
 
 
-async def test_malformed_interleaved_with_good(serving):
-    kafka, topics, _ = serving
+@pytest.mark.parametrize(("scale", "num_good"), [(1, 50), (5, 100)], ids=["200bad-50good", "1000bad-100good"])
+async def test_malformed_interleaved_with_good(serving, scale, num_good):
+    kafka, topics, service = serving
     reply_topic = f"{topics.prefix}.test-replies-{uuid.uuid4().hex[:8]}"
     await ensure_topics(kafka, [TopicSpec(reply_topic, partitions=1)])
     rng = random.Random(1234)
-    bad = _malformed(rng, reply_topic)
-    good_ids = [f"good-{i}" for i in range(50)]
+    bad = _malformed(rng, reply_topic, scale)
+    good_ids = [f"good-{i}" for i in range(num_good)]
     messages = [(msgspec.json.encode(_request(rid, reply_topic, adapter_id=[None, "acme/sentiment", "acme/summary"][i % 3])), rid, None) for i, rid in enumerate(good_ids)]
     messages += bad
     rng.shuffle(messages)
@@ -115,9 +118,25 @@ async def test_malformed_interleaved_with_good(serving):
         assert errors[rid].message
 
     letters = [decode(v, DeadLetter) for v in await _collect(kafka, topics.requests_dlq, lambda v: len(v) >= len(bad), timeout_s=60)]
-    assert len(letters) == len(bad) == 200
+    assert len(letters) == len(bad) == 200 * scale
     assert sorted(l.original for l in letters) == sorted(raw for raw, _, _ in bad)
     assert all(l.reason and l.source_topic == topics.requests for l in letters)
     by_id = {l.request_id: l for l in letters if l.request_id}
     for rid, code in expected_errors.items():
         assert by_id[rid].code is code
+
+    # no partition stalls: the group's committed offsets reach the end of every request partition
+    [info] = await describe_topics(kafka, [topics.requests])
+    partitions = [TopicPartition(topics.requests, p) for p in range(info.partitions)]
+    consumer = make_consumer(kafka)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    async with admin_client(kafka) as admin, asyncio.timeout(30):
+        while True:
+            committed = await admin.list_consumer_group_offsets(service.config.group_id, partitions=partitions)
+            if all(committed.get(tp) is not None and committed[tp].offset == ends[tp] for tp in partitions):
+                break
+            await asyncio.sleep(0.1)  # commits happen on an interval; nothing to wait on but time

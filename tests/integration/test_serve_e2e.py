@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from schemas import Final, FinishReason, TokenChunk
-from streamer import LoraClient
+from schemas import Final, FinishReason, TokenChunk, decode_reply
+from streamer import LoraClient, make_consumer
 from tests.integration.conftest import ADAPTER_SPECS
 from tests.integration.peft_oracle import greedy_tokens
 
@@ -64,3 +64,25 @@ async def test_many_concurrent_requests_on_one_client(serving):
     assert len({f.request_id for f in finals}) == len(adapters)
     assert [f.adapter_id for f in finals] == adapters
     assert all(f.usage.completion_tokens >= 1 for f in finals)
+
+
+async def test_leaving_the_stream_cancels_on_the_server(serving):
+    kafka, topics, service = serving
+    async with LoraClient(config=kafka, topics=topics) as client:
+        stream = client.stream(PROMPT, max_new_tokens=900, request_id="cancel-me")
+        async for record in stream:
+            assert isinstance(record, TokenChunk)
+            break
+        await stream.aclose()
+        results = make_consumer(kafka, topics.results)
+        await results.start()
+        try:
+            async with asyncio.timeout(30):
+                async for message in results:
+                    final = decode_reply(message.value)
+                    if final.request_id == "cancel-me":
+                        break
+        finally:
+            await results.stop()
+    assert isinstance(final, Final) and final.finish_reason is FinishReason.CANCELLED
+    assert final.usage.completion_tokens < 900

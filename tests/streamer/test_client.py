@@ -224,3 +224,31 @@ def test_client_arguments_are_validated() -> None:
         LoraClient("h:1", request_timeout_s=0)
     with pytest.raises(ValueError):
         LoraClient("h:1", client_id="no spaces")
+
+
+def run_on_uvloop(cfg: KafkaConfig, names: TopicNames) -> tuple[list[Final], str]:
+    import uvloop
+
+    async def main() -> tuple[list[Final], str]:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with (
+            FakeService(cfg, names, script=first_chunk_or_echo) as service,
+            LoraClient(config=cfg, topics=names) as client,
+        ):
+            finals = await asyncio.gather(*(client.generate(f"u{i}") for i in range(10)))
+            async for _ in client.stream("hang", request_id="uv-break"):
+                break
+            return list(finals), await service.next_cancel()
+
+    return uvloop.run(main())
+
+
+def first_chunk_or_echo(request: InferenceRequest) -> list[ReplyRecord]:
+    records = answer_records(request.request_id, expected_echo(request.prompt), stream=True)
+    return records[:1] if request.prompt == "hang" else records[-1:]
+
+
+async def test_client_under_uvloop(kafka_config: KafkaConfig, topic_names: TopicNames) -> None:
+    finals, cancelled = await asyncio.to_thread(run_on_uvloop, kafka_config, topic_names)
+    assert [f.text for f in finals] == [expected_echo(f"u{i}") for i in range(10)]
+    assert cancelled == "uv-break"

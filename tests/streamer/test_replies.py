@@ -43,23 +43,44 @@ CASES = {
         ["Hel", "lo", "<final:Hello>"],
     ),
     "duplicate chunk and final": (
-        [chunk(0, 0, "Hel"), chunk(0, 0, "Hel"), chunk(0, 1, "lo"), final(0, 2, "Hello"),
-         final(0, 2, "Hello")],
+        [
+            chunk(0, 0, "Hel"),
+            chunk(0, 0, "Hel"),
+            chunk(0, 1, "lo"),
+            final(0, 2, "Hello"),
+            final(0, 2, "Hello"),
+        ],
         ["Hel", "lo", "<final:Hello>"],
     ),
     "retry re-serves from the start: prefix suppressed": (
-        [chunk(0, 0, "Hel"), chunk(0, 1, "lo w"),
-         chunk(1, 0, "Hello"), chunk(1, 1, " world"), final(1, 2, "Hello world")],
+        [
+            chunk(0, 0, "Hel"),
+            chunk(0, 1, "lo w"),
+            chunk(1, 0, "Hello"),
+            chunk(1, 1, " world"),
+            final(1, 2, "Hello world"),
+        ],
         ["Hel", "lo w", "orld", "<final:Hello world>"],
     ),
     "superseded attempt's late records dropped": (
-        [chunk(0, 0, "Hel"), chunk(1, 0, "Hel"), chunk(0, 1, "lo"), chunk(1, 1, "p!"),
-         final(0, 2, "Hello"), final(1, 2, "Help!")],
+        [
+            chunk(0, 0, "Hel"),
+            chunk(1, 0, "Hel"),
+            chunk(0, 1, "lo"),
+            chunk(1, 1, "p!"),
+            final(0, 2, "Hello"),
+            final(1, 2, "Help!"),
+        ],
         ["Hel", "p!", "<final:Help!>"],
     ),
     "retry shorter than what was delivered": (
-        [chunk(0, 0, "abcdef"), chunk(1, 0, "abc"), chunk(1, 1, "def"), chunk(1, 2, "g"),
-         final(1, 3, "abcdefg")],
+        [
+            chunk(0, 0, "abcdef"),
+            chunk(1, 0, "abc"),
+            chunk(1, 1, "def"),
+            chunk(1, 2, "g"),
+            final(1, 3, "abcdefg"),
+        ],
         ["abcdef", "g", "<final:abcdefg>"],
     ),
     "retry before anything was delivered": (
@@ -67,8 +88,13 @@ CASES = {
         ["ab", "<final:ab>"],
     ),
     "attempt jumps twice": (
-        [chunk(0, 0, "a"), chunk(2, 0, "ab"), chunk(1, 0, "abc"), chunk(2, 1, "c"),
-         final(2, 2, "abc")],
+        [
+            chunk(0, 0, "a"),
+            chunk(2, 0, "ab"),
+            chunk(1, 0, "abc"),
+            chunk(2, 1, "c"),
+            final(2, 2, "abc"),
+        ],
         ["a", "b", "c", "<final:abc>"],
     ),
     "records after the final ignored": (
