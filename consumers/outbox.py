@@ -31,7 +31,7 @@ class Outgoing:
     key: bytes | None = None
     partition: int | None = None
     on_delivered: Callable[[bool], None] | None = None
-    best_effort: bool = False  # reply addresses come from senders: give up instead of stalling
+    best_effort: bool = False  # reply addresses come from senders: dropped if they do not exist
 
 
 class Outbox:
@@ -93,8 +93,8 @@ class Outbox:
                 break
             except (KafkaError, TimeoutError, ValueError, AssertionError) as exc:
                 attempt += 1
-                if item.best_effort and attempt >= _BEST_EFFORT_TRIES:
-                    log.warning("giving up on records for %s: %r", item.topic, exc)
+                if item.best_effort and attempt >= _BEST_EFFORT_TRIES and await self._missing(item):
+                    log.warning("no such reply topic/partition %s: %r", item.topic, exc)
                     self._bad_topics[item.topic] = loop.time() + _BAD_TOPIC_TTL_S
                     self._give_up(item)
                     return
@@ -106,6 +106,20 @@ class Outbox:
             future.add_done_callback(
                 lambda f: callback(not f.cancelled() and f.exception() is None)
             )
+
+    async def _missing(self, item: Outgoing) -> bool:
+        """True only when the broker answers and says the topic or partition does not exist.
+
+        A broker that cannot be reached (restarting, network) is not a reason to drop answers.
+        """
+        try:
+            cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5.0)
+        except (KafkaError, TimeoutError):
+            return False
+        partitions = cluster.partitions_for_topic(item.topic)
+        if not partitions:
+            return True
+        return item.partition is not None and item.partition not in partitions
 
     @staticmethod
     def _give_up(item: Outgoing) -> None:

@@ -98,7 +98,7 @@ class KafkaJarBroker(BrokerProcess):
         config = self.workdir / "server.properties"
         config.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
         (self.workdir / "log4j2.properties").write_text(_LOG4J2_PROPERTIES)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         fmt = subprocess.run(
             [
                 self.java,
@@ -153,3 +153,11 @@ appender.console.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.stdout.ref = STDOUT
 """
+
+
+def _cluster_id() -> str:
+    """A random base64 cluster id that does not start with "-" (the tool would read an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -9,6 +9,7 @@ import pytest
 from gpu_engine.tiny import build_tiny_adapter, build_tiny_model, build_tiny_tokenizer
 from tests.engine.engine_helpers import ORACLE_ADAPTERS
 
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tokenizer")

@@ -13,8 +13,8 @@ from gpu_engine.lora_ops import LoraStep
 from gpu_engine.segments import find_segments, segment_sort_key
 from gpu_engine.tiny import build_tiny_adapter, build_tiny_model
 from gpu_engine.transformer import forward
-from tests.engine.engine_helpers import ORACLE_ADAPTERS, peft_greedy, peft_model, run_all
 from gpu_engine.types import GenerationRequest, SamplingParams
+from tests.engine.engine_helpers import ORACLE_ADAPTERS, peft_greedy, peft_model, run_all
 
 PROMPTS = ("The quick dog runs", "Hello café world, the engine and the topic", "A", "kafka " * 9)
 NAMES = [a[0] for a in ORACLE_ADAPTERS]
@@ -62,7 +62,7 @@ def reference_logits(model, ids: list[int], adapter: str | None) -> torch.Tensor
 def check_logits(engine, model, adapters, atol: float = ATOL):
     items = [(engine.tokenizer(p).input_ids, a) for p in PROMPTS for a in [None, *adapters]]
     prefill = mixed_step_logits(engine, items, None)
-    next_tokens = [int(l[-1].argmax()) for l in prefill]
+    next_tokens = [int(logits[-1].argmax()) for logits in prefill]
     decode = mixed_step_logits(engine, items, next_tokens)
     for (ids, adapter), got_prefill, got_decode, token in zip(items, prefill, decode, next_tokens):
         expected = reference_logits(model, ids + [token], adapter)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
@@ -22,9 +21,10 @@ def oracle(tiny_model_dir, adapter_root):
 
 @pytest.mark.parametrize("backend", ["loop", "grouped"])
 def test_mixed_batch_greedy_matches_peft_generate(tiny_model_dir, adapter_root, oracle, backend):
-    engine = Engine(
-        EngineConfig(str(tiny_model_dir), str(adapter_root), max_batch_size=48, max_step_tokens=96, lora_backend=backend)
+    config = EngineConfig(
+        str(tiny_model_dir), str(adapter_root), max_batch_size=48, max_step_tokens=96, lora_backend=backend
     )
+    engine = Engine(config)
     requests = [
         GenerationRequest(f"{p}:{a}", prompt, a, SamplingParams(max_new_tokens=MAX_NEW))
         for p, prompt in enumerate(PROMPTS)

@@ -138,8 +138,8 @@ def test_same_seed_same_tokens_whatever_shares_the_batch(engine):
 
 def test_streamed_text_is_whole_characters_and_adds_up(engine):
     requests = [
-        GenerationRequest(f"u{i}", "café 日本語 😀 über", sampling=SamplingParams(max_new_tokens=24, temperature=1.5, seed=i))
-        for i in range(6)
+        GenerationRequest(f"u{i}", "café 日本語 😀 über", sampling=params)
+        for i, params in enumerate(SamplingParams(max_new_tokens=24, temperature=1.5, seed=s) for s in range(6))
     ]
     for request_id, outcome in run_all(engine, requests).items():
         ids = [t for t in outcome.token_ids if t != engine.tokenizer.eos_token_id]

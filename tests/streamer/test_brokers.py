@@ -128,3 +128,11 @@ async def test_kafka_restart_keeps_port_data_and_clients(
         finally:
             await producer.stop()
     assert await read_all(cfg, durable, 2) == [b"before", b"after"]
+
+
+def test_cluster_ids_never_start_with_a_dash():
+    from streamer.brokers.kafka_jars import _cluster_id
+
+    ids = [_cluster_id() for _ in range(2000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids) and all(len(i) == 22 for i in ids)
