@@ -4,11 +4,17 @@ chunks + Final on the client's reply topic; greedy outputs equal PEFT's."""
 from __future__ import annotations
 
 import asyncio
+import time
+import urllib.request
 
+import msgspec
 import pytest
 
-from schemas import Final, FinishReason, TokenChunk, decode_reply
-from streamer import LoraClient, make_consumer
+from consumers.config import ServeConfig
+from consumers.inference import InferenceService
+from consumers.serve import build_runner
+from schemas import ErrorCode, Final, FinishReason, TokenChunk, decode_reply
+from streamer import KafkaConfig, LoraClient, RequestFailed, TopicNames, make_consumer
 from tests.integration.conftest import ADAPTER_SPECS
 from tests.integration.peft_oracle import greedy_tokens
 
@@ -86,3 +92,41 @@ async def test_leaving_the_stream_cancels_on_the_server(serving):
             await results.stop()
     assert isinstance(final, Final) and final.finish_reason is FinishReason.CANCELLED
     assert final.usage.completion_tokens < 900
+
+
+async def test_past_deadline_is_answered_expired_without_computing(serving):
+    kafka, topics, service = serving
+    async with LoraClient(config=kafka, topics=topics) as client:
+        request = client.build_request(PROMPT, max_new_tokens=5, request_id="too-late")
+        request = msgspec.structs.replace(request, deadline_ms=int(time.time() * 1000) - 1)
+        with pytest.raises(RequestFailed) as info:
+            async for _ in client.stream_request(request):
+                pass
+    assert info.value.code is ErrorCode.EXPIRED
+    assert 'code="expired"' in service.metrics.render().decode()
+
+
+async def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tiny_model):
+    model_dir, adapter_root = tiny_model
+    kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
+    runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+    service = InferenceService(kafka, topics, ServeConfig(metrics_port=0, request_partitions=1), runner)
+    task = asyncio.create_task(service.run())
+    await asyncio.wait_for(service.ready.wait(), 60)
+    async with LoraClient(config=kafka, topics=topics) as client:
+        await client.generate(PROMPT, adapter_id="acme/sentiment", max_new_tokens=4)
+    port = service.health.port
+    scrape = await asyncio.to_thread(_get, port, "/metrics")
+    health = await asyncio.to_thread(_get, port, "/healthz")
+    ready = await asyncio.to_thread(_get, port, "/readyz")
+    service.stop()
+    await asyncio.wait_for(task, 60)
+    assert health == "ok\n" and ready == "ready\n"
+    assert 'lorastream_requests_total{adapter="acme/sentiment"} 1.0' in scrape
+    assert 'lorastream_completion_tokens_total{adapter="acme/sentiment"} 4.0' in scrape
+    assert 'lorastream_ttft_ms_count{adapter="acme/sentiment"} 1.0' in scrape
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return response.read().decode()

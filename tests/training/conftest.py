@@ -20,3 +20,14 @@ def tiny_base(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def task_file(tmp_path_factory) -> Path:
     return write_task(tmp_path_factory.mktemp("train-data") / "task.jsonl", n=64)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models train fastest on one thread; on a busy 2-core box, two threads spin-wait."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
