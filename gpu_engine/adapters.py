@@ -25,9 +25,13 @@ _ID_CHARS = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
 
 @dataclass(frozen=True)
 class LoraWeights:
-    """One adapted projection. delta(x) = x @ a_t @ b_t, with alpha/r already folded into b_t."""
+    """One adapted projection. delta(x) = x @ a.T @ b_t, with alpha/r already folded into b_t.
 
-    a_t: torch.Tensor  # [in_features, rank]
+    `a` keeps PEFT's lora_A layout (rows contiguous along in_features: the shrink reads it as
+    dot products), `b_t` is lora_B transposed (the expand streams its rows).
+    """
+
+    a: torch.Tensor  # [rank, in_features]
     b_t: torch.Tensor  # [rank, out_features]
 
 
@@ -41,7 +45,7 @@ class LoraAdapter:
 
     @property
     def num_bytes(self) -> int:
-        return sum(w.a_t.nbytes + w.b_t.nbytes for w in self.weights.values())
+        return sum(w.a.nbytes + w.b_t.nbytes for w in self.weights.values())
 
 
 def resolve_adapter_dir(adapter_root: str | Path | None, adapter_id: str) -> Path:
@@ -149,7 +153,7 @@ def load_adapter(
         if not (torch.isfinite(a32).all() and torch.isfinite(b32).all()):
             raise AdapterInvalidError(f"adapter {adapter_id!r}: non-finite weights in layer {layer} {proj}")
         pad = rank - a.shape[0]  # zero rows/columns add exactly nothing to the delta
-        a_t = torch.nn.functional.pad(a32.t(), (0, pad))  # [in, rank]
+        a_padded = torch.nn.functional.pad(a32, (0, 0, 0, pad))  # [rank, in]
         b_t = torch.nn.functional.pad(b32.t(), (0, 0, 0, pad))  # [rank, out]
-        weights[(layer, proj)] = LoraWeights(a_t.to(dtype).contiguous(), b_t.to(dtype).contiguous())
+        weights[(layer, proj)] = LoraWeights(a_padded.to(dtype).contiguous(), b_t.to(dtype).contiguous())
     return LoraAdapter(adapter_id=adapter_id, rank=rank, weights=weights)

@@ -40,14 +40,15 @@ class AttentionPlan:
     """Index tensors and masks for one step, built once and shared by every layer."""
 
     def __init__(
-        self, chunks: Sequence[SeqChunk], windows: Sequence[int | None], device: torch.device
+        self, chunks: Sequence[SeqChunk], windows: Sequence[int | None], cache: KVCache, device: torch.device
     ) -> None:
         slots, positions = [], []
         for c in chunks:
             slots += [c.slot] * c.num_rows
             positions += range(c.start_pos, c.start_pos + c.num_rows)
-        self.write_slots = torch.tensor(slots, dtype=torch.long, device=device)  # [T]
-        self.write_positions = torch.tensor(positions, dtype=torch.long, device=device)  # [T]
+        slot_ids = torch.tensor(slots, dtype=torch.long, device=device)  # [T]
+        position_ids = torch.tensor(positions, dtype=torch.long, device=device)  # [T]
+        self.cache_rows = cache.row_index(slot_ids, position_ids)  # [T * KVH]
         decodes = [c for c in chunks if c.num_rows == 1]
         self.prefills = [c for c in chunks if c.num_rows > 1]
         self.prefill_masks: dict[tuple[int, int | None], torch.Tensor | None] = {}
@@ -90,7 +91,7 @@ def attend(
 
     Writes k/v into the cache first, so every query sees its own token.
     """
-    cache.write(layer, plan.write_slots, plan.write_positions, k, v)
+    cache.write(layer, plan.cache_rows, k, v)
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     gqa = num_heads != num_kv_heads
     out = torch.empty_like(q)

@@ -53,6 +53,11 @@ class Engine:
         self.cache = KVCache(self.spec, config.max_batch_size, self.max_model_len, self.model.dtype, self.model.device)
         self.bank = LoraBank(self.spec, self.model.dtype, self.model.device)
         self.lora_backend = choose_backend(config.lora_backend, self.model.device)
+        logger.info(
+            "engine ready: %s on %s, %d KV slots x %d positions (%.1f MiB), LoRA backend %s",
+            self.spec.arch, self.model.device, config.max_batch_size, self.max_model_len,
+            self.cache.num_bytes / 2**20, self.lora_backend,
+        )
         self._adapter_keys: dict[str, SlotKey] = {}
         self._scheduler = Scheduler(config.max_batch_size, config.max_step_tokens)
         self._active: dict[str, _Active] = {}

@@ -12,11 +12,6 @@ import torch
 from gpu_engine.model_spec import ModelSpec
 
 
-def kv_cache_bytes(spec: ModelSpec, num_slots: int, max_model_len: int, dtype: torch.dtype) -> int:
-    element_bytes = torch.empty((), dtype=dtype).element_size()
-    return 2 * spec.num_layers * num_slots * spec.num_kv_heads * max_model_len * spec.head_dim * element_bytes
-
-
 class KVCache:
     def __init__(
         self, spec: ModelSpec, num_slots: int, max_model_len: int, dtype: torch.dtype, device: torch.device
@@ -31,9 +26,14 @@ class KVCache:
     def num_bytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
-    def write(
-        self, layer: int, slots: torch.Tensor, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor
-    ) -> None:
-        """Store the step's keys/values. slots, positions: [T]; k, v: [T, KVH, D]."""
-        self.k[layer][slots, :, positions] = k
-        self.v[layer][slots, :, positions] = v
+    def row_index(self, slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rows of a layer's cache seen as [S * KVH * L, D] for tokens at (slot, position): [T * KVH]."""
+        num_kv_heads = self.k.shape[2]
+        heads = torch.arange(num_kv_heads, device=slots.device)[None]  # [1, KVH]
+        return ((slots[:, None] * num_kv_heads + heads) * self.max_model_len + positions[:, None]).reshape(-1)
+
+    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store the step's keys/values. rows: from row_index, [T * KVH]; k, v: [T, KVH, D]."""
+        head_dim = k.shape[-1]
+        self.k[layer].view(-1, head_dim).index_copy_(0, rows, k.reshape(-1, head_dim))
+        self.v[layer].view(-1, head_dim).index_copy_(0, rows, v.reshape(-1, head_dim))

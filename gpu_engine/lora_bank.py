@@ -1,7 +1,7 @@
 """LoraBank: device-resident LoRA weights packed by rank, one slot per loaded adapter.
 
 Each rank bucket holds, per (layer, projection) that any of its adapters targets, a stacked
-A buffer [capacity, in, rank] and B buffer [capacity, rank, out] (scale folded into B). A slot
+A buffer [capacity, rank, in] and B buffer [capacity, rank, out] (scale folded into B). A slot
 whose adapter does not target a projection holds zeros there, so its delta is exactly zero.
 Adapters of different ranks never share a bucket, so no adapter is padded to another's rank.
 """
@@ -25,7 +25,7 @@ class RankBucket:
 
     rank: int
     capacity: int
-    a: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # [capacity, in, rank]
+    a: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # [capacity, rank, in]
     b: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)  # [capacity, rank, out]
     targets: list[frozenset[tuple[int, str]]] = field(default_factory=list)  # per slot
     free_slots: list[int] = field(default_factory=list)
@@ -58,9 +58,9 @@ class LoraBank:
         for key, weights in adapter.weights.items():
             if key not in bucket.a:
                 in_features, out_features = self.spec.projection_shape(key[1])
-                bucket.a[key] = self._zeros(bucket.capacity, in_features, bucket.rank)
+                bucket.a[key] = self._zeros(bucket.capacity, bucket.rank, in_features)
                 bucket.b[key] = self._zeros(bucket.capacity, bucket.rank, out_features)
-            bucket.a[key][slot].copy_(weights.a_t)
+            bucket.a[key][slot].copy_(weights.a)
             bucket.b[key][slot].copy_(weights.b_t)
         bucket.targets[slot] = frozenset(adapter.weights)
         return (adapter.rank, slot)

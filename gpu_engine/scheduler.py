@@ -52,7 +52,6 @@ class Scheduler:
 
     def finish(self, seq: Sequence) -> None:
         """Drop a sequence, waiting or running, and free its slot."""
-        seq.finished = True
         if self.running.pop(seq.request_id, None) is not None:
             self.slots.release(seq.slot)
             seq.slot = None

@@ -28,12 +28,15 @@ class BucketRows:
 
     `group_ends[s]` counts the bucket's rows with slot <= s, relative to `start`; a slot with no
     rows repeats the previous value (an empty group), as `torch.nn.functional.grouped_mm` wants.
+    `first_slot` is set when row i of the bucket uses slot first_slot + i (one row per slot, no
+    gaps: the all-distinct decode case), so the bank's slot range can be used as a batch as is.
     """
 
     rank: int
     start: int
     end: int
     group_ends: tuple[int, ...]
+    first_slot: int | None = None
 
 
 def segment_sort_key(key: SlotKey | None) -> tuple[int, int, int]:
@@ -85,5 +88,6 @@ def group_buckets(segments: Sequence[Segment], capacities: dict[int, int]) -> li
         for count in counts:
             total += count
             ends.append(total)
-        buckets.append(BucketRows(rank, start, end, tuple(ends)))
+        one_per_slot = all(s.end - s.start == 1 and s.slot == segs[0].slot + i for i, s in enumerate(segs))
+        buckets.append(BucketRows(rank, start, end, tuple(ends), segs[0].slot if one_per_slot else None))
     return buckets

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gpu_engine.segments import SlotKey
 from gpu_engine.types import GenerationRequest
@@ -19,7 +19,6 @@ class Sequence:
     num_computed: int = 0  # tokens whose keys/values are in the cache
     slot: int | None = None  # KV-cache slot while running
     num_new_tokens: int = 0
-    finished: bool = field(default=False)
 
     @classmethod
     def from_prompt(cls, request: GenerationRequest, prompt_ids: list[int], lora_key: SlotKey | None) -> Sequence:

@@ -20,10 +20,6 @@ class SlotAllocator:
     def num_free(self) -> int:
         return len(self._free)
 
-    @property
-    def num_used(self) -> int:
-        return len(self._used)
-
     def can_allocate(self) -> bool:
         return bool(self._free)
 

@@ -44,7 +44,7 @@ def run_step(
     device = engine.model.device
     segments = find_segments([chunks[i].seq.lora_key for i in order], [chunks[i].num_tokens for i in order])
     with torch.inference_mode():
-        plan = AttentionPlan(seq_chunks, engine.spec.sliding_windows, device)
+        plan = AttentionPlan(seq_chunks, engine.spec.sliding_windows, engine.cache, device)
         lora = LoraStep(engine.bank, segments, engine.lora_backend)
         logits = forward(
             engine.model,

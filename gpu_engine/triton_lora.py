@@ -1,7 +1,7 @@
 """Triton SGMV kernels for segmented LoRA on CUDA (imported only when the "triton" backend runs).
 
 Semantics, per segment i of one rank bucket (rows s_i..e_i, bank slot p_i):
-    shrink:  v[s_i:e_i] = x[s_i:e_i] @ A[p_i]          # x: [T, in], A: [slots, in, r], v: [T, r]
+    shrink:  v[s_i:e_i] = x[s_i:e_i] @ A[p_i].T        # x: [T, in], A: [slots, r, in], v: [T, r]
     expand:  y[s_i:e_i] += v[s_i:e_i] @ B[p_i]         # B: [slots, r, out], y: [T, out]
 One program handles BLOCK_M rows of one segment (and BLOCK_N output columns for expand); the
 adapter weights are read in place from the LoraBank buffers, never gathered per token.
@@ -111,14 +111,14 @@ class TritonSegments:
             bucket = bank.buckets[rank]
             if key not in bucket.a:
                 continue
-            a, b = bucket.a[key], bucket.b[key]  # [S, in, r], [S, r, out]
+            a, b = bucket.a[key], bucket.b[key]  # [S, r, in], [S, r, out]
             block_r = max(16, triton.next_power_of_2(rank))
             v = torch.empty(x.shape[0], rank, dtype=x.dtype, device=x.device)  # [T, r]
             m_blocks = triton.cdiv(max_rows, BLOCK_M)
             _shrink_kernel[(num_segments, m_blocks)](
                 x, a, v, table[0], table[1], table[2],
                 x.shape[1], rank,
-                x.stride(0), x.stride(1), a.stride(0), a.stride(1), a.stride(2), v.stride(0), v.stride(1),
+                x.stride(0), x.stride(1), a.stride(0), a.stride(2), a.stride(1), v.stride(0), v.stride(1),
                 BLOCK_M=BLOCK_M, BLOCK_K=BLOCK_K, BLOCK_R=block_r, DOT_PRECISION=precision,
             )
             _expand_kernel[(num_segments, m_blocks, triton.cdiv(y.shape[1], BLOCK_N))](
