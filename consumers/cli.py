@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# benchmark name → module with main(argv) -> int
+BENCHMARKS = {"engine": "bench.engine", "kafka": "bench.kafka", "train": "bench.train", "all": "bench.report"}
 
 
 def _kafka_options(parser: argparse.ArgumentParser) -> None:
@@ -86,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=24)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON + PNG plot)", description="Run a benchmark and write its JSON and plot.")
-    bench.add_argument("which", choices=["engine"], help="which benchmark")
+    bench.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark ('all' regenerates docs/benchmarks.md)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see `lorastream bench engine -- --help`)")
+
+    from consumers.train_commands import add_train_parsers
+
+    add_train_parsers(sub, _kafka_options)
     return parser
 
 
@@ -98,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure(args.log_level)
 
-    handler = getattr(commands, f"cmd_{args.command}")
+    handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command.replace('-', '_')}")
     try:
         return handler(args) or 0
     except KeyboardInterrupt:

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -179,10 +178,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    rest = [arg for arg in args.rest if arg != "--"]
-    if args.which == "engine":
-        from bench.engine import main as bench_main
-    else:  # argparse choices make this unreachable; kept explicit for new benchmarks
-        print(f"unknown benchmark {args.which}", file=sys.stderr)
-        return 2
-    return bench_main(rest)
+    import importlib
+
+    from consumers.cli import BENCHMARKS
+
+    module = importlib.import_module(BENCHMARKS[args.which])
+    return module.main([arg for arg in args.rest if arg != "--"])

@@ -53,6 +53,11 @@ class BrokerProcess:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs (benchmarks read its CPU time from /proc)."""
+        return self._proc.pid if self.is_running else None
+
     def _prepare(self) -> None:
         """One-time set-up before the first start (config files, storage format)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
@@ -67,12 +68,15 @@ async def test_client_round_trip_on_tansu(tansu: TansuBroker) -> None:
 def test_tansu_stop_and_start_again() -> None:
     broker = TansuBroker()
     try:
+        assert broker.pid is None
         broker.start()
-        address = broker.bootstrap_servers
+        address, first_pid = broker.bootstrap_servers, broker.pid
+        assert first_pid is not None and Path(f"/proc/{first_pid}").exists()
         broker.stop()
-        assert not broker.is_running
+        assert not broker.is_running and broker.pid is None
         broker.start()
         assert broker.is_running and broker.bootstrap_servers == address
+        assert broker.pid not in (None, first_pid)
     finally:
         broker.close()
     assert not broker.workdir.exists()

@@ -31,6 +31,7 @@ INVALID = {
     "key without cert": dict(
         bootstrap_servers="h:1", security_protocol="SSL", ssl_keyfile="/key.pem"
     ),
+    "negative fetch wait": dict(bootstrap_servers="h:1", fetch_max_wait_ms=-1),
 }
 
 
@@ -81,6 +82,13 @@ def test_from_env() -> None:
     )
     assert KafkaConfig.from_env("other:1", env=env).bootstrap_servers == "other:1"
     assert KafkaConfig.from_env(env={}).bootstrap_servers == "127.0.0.1:9092"
+
+
+def test_fetch_max_wait_defaults_low_and_comes_from_the_environment() -> None:
+    assert KafkaConfig("h:1").fetch_max_wait_ms == KafkaConfig.from_env(env={}).fetch_max_wait_ms == 5
+    env = {"LORASTREAM_FETCH_MAX_WAIT_MS": "500"}
+    assert KafkaConfig.from_env(env=env).fetch_max_wait_ms == 500
+    assert "fetch_max_wait_ms" not in KafkaConfig("h:1").aiokafka_kwargs()  # consumers only
 
 
 def test_topic_names() -> None:

@@ -26,6 +26,9 @@ async def test_consumer_defaults_are_low_latency_and_never_auto_commit() -> None
     assert consumer._fetch_max_wait_ms == 7
     assert consumer._enable_auto_commit is False
     assert make_consumer(CFG)._fetch_max_wait_ms == 5
+    long_poll = KafkaConfig("127.0.0.1:1", fetch_max_wait_ms=500)
+    assert make_consumer(long_poll)._fetch_max_wait_ms == 500
+    assert make_consumer(long_poll, fetch_max_wait_ms=7)._fetch_max_wait_ms == 7
 
 
 def test_transient_errors() -> None:

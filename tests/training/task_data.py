@@ -10,7 +10,7 @@ _WORDS = "the cat dog bird fish tree river city road house garden light night da
 
 
 def task_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
-    """"<words> ->" answered " yes" when the words mention a cat, else " no"; prompts of 2-24 words."""
+    """ "<words> ->" answered " yes" when the words mention a cat, else " no"; prompts of 2-24 words."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):

@@ -34,8 +34,14 @@ def test_every_malformed_line_is_named(tmp_path) -> None:
     assert [n for n, _ in caught.value.line_errors] == [2, 3, 4, 5, 6, 7]
     message = str(caught.value)
     assert "6 malformed row(s)" in message
-    for expected in ("line 2: not valid JSON", "line 3: expected a JSON object", "line 4: missing field 'completion'",
-                     "line 5: field 'prompt' must be a string", "line 6: field 'completion' is empty", "line 7: not UTF-8"):
+    for expected in (
+        "line 2: not valid JSON",
+        "line 3: expected a JSON object",
+        "line 4: missing field 'completion'",
+        "line 5: field 'prompt' must be a string",
+        "line 6: field 'completion' is empty",
+        "line 7: not UTF-8",
+    ):
         assert expected in message
 
 

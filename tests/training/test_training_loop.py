@@ -22,8 +22,16 @@ from gpu_engine.training.trainer import run_training
 
 
 def make_spec(base: Path, data: Path, out: Path, **overrides) -> TrainJobSpec:
-    fields = dict(effective_batch_size=8, micro_batch_size=4, max_steps=6, max_seq_len=64, learning_rate=1e-2,
-                  eval_fraction=0.1, progress_interval_s=0.0, device="cpu")
+    fields = dict(
+        effective_batch_size=8,
+        micro_batch_size=4,
+        max_steps=6,
+        max_seq_len=64,
+        learning_rate=1e-2,
+        eval_fraction=0.1,
+        progress_interval_s=0.0,
+        device="cpu",
+    )
     fields.update(overrides)
     return TrainJobSpec(str(base), str(out), str(data), **fields)
 
@@ -60,8 +68,9 @@ def test_same_seed_same_adapter_and_another_seed_differs(tiny_base, task_file, t
 
 def test_resume_after_preempt_equals_an_uninterrupted_run(tiny_base, task_file, tmp_path) -> None:
     straight = run_training(make_spec(tiny_base, task_file, tmp_path / "straight"))
-    spec = make_spec(tiny_base, task_file, tmp_path / "resumed", checkpoint_dir=str(tmp_path / "ckpt"),
-                     checkpoint_every_steps=2)
+    spec = make_spec(
+        tiny_base, task_file, tmp_path / "resumed", checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every_steps=2
+    )
     stop, seen = StopSignal(), []
 
     def preempt_after_step_3(event) -> None:
@@ -84,8 +93,11 @@ def test_resume_after_preempt_equals_an_uninterrupted_run(tiny_base, task_file, 
 def test_cancel_stops_between_micro_batches(tiny_base, task_file, tmp_path) -> None:
     stop = StopSignal()
     with pytest.raises(JobCancelled):
-        run_training(make_spec(tiny_base, task_file, tmp_path / "out"),
-                     lambda event: stop.cancel() if event.kind is JobEventKind.STARTED else None, stop)
+        run_training(
+            make_spec(tiny_base, task_file, tmp_path / "out"),
+            lambda event: stop.cancel() if event.kind is JobEventKind.STARTED else None,
+            stop,
+        )
     assert not (tmp_path / "out").exists()
 
 

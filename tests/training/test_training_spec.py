@@ -66,6 +66,9 @@ def test_fingerprint_ignores_where_and_how_often_but_not_what() -> None:
     assert dataclasses.replace(spec, seed=1).fingerprint() != spec.fingerprint()
 
 
-@pytest.mark.parametrize(("max_steps", "epochs", "rows", "expected"), [(5, 1.0, 100, 5), (None, 1.0, 100, 7), (None, 2.0, 16, 2), (None, 0.01, 16, 1)])
+@pytest.mark.parametrize(
+    ("max_steps", "epochs", "rows", "expected"),
+    [(5, 1.0, 100, 5), (None, 1.0, 100, 7), (None, 2.0, 16, 2), (None, 0.01, 16, 1)],
+)
 def test_total_steps(max_steps, epochs, rows, expected) -> None:
     assert TrainJobSpec(**BASE, max_steps=max_steps, epochs=epochs).total_steps(rows) == expected

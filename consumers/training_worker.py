@@ -1,0 +1,532 @@
+"""The training worker: TrainingRequests in (one consumer group), one job subprocess at a time,
+TrainingEvents out (keyed by job_id), adapters into the adapter root, AdapterEvents on the registry.
+
+Per request: decode (bad bytes → dead-letter topic, plus a `failed` event when a job_id can be
+read) → `queued` → validate off the event loop (base, dataset rows, hyperparameters, adapter id
+free) → run `python -m gpu_engine.training.run_job` and relay its events → on `completed`
+install the adapter atomically and publish an AdapterEvent → the terminal event is acknowledged
+→ commit. A job's files live in `<work_dir>/<job_id>/`, so a redelivered request (crash,
+rebalance, stop) resumes from the job's last checkpoint, and a redelivered finished job
+republishes its result. While a job runs every partition is paused and the consumer keeps
+polling, so group membership survives jobs longer than max_poll_interval_ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from gpu_engine.training import (
+    DatasetInvalidError,
+    DatasetNotFoundError,
+    JobEvent,
+    JobEventKind,
+    TrainJobSpec,
+    adapter_checksum,
+    load_rows,
+)
+from gpu_engine.training.adapter_store import (
+    AdapterStoreError,
+    InstalledAdapter,
+    install_adapter,
+    installed,
+    is_taken,
+)
+from gpu_engine.training.job_process import JobProcess
+from schemas import (
+    AdapterEvent,
+    CancelJob,
+    DeadLetter,
+    ErrorCode,
+    InvalidEvent,
+    JobState,
+    LorastreamError,
+    TrainingEvent,
+    TrainingRequest,
+    decode_control,
+    decode_training_request,
+    encode,
+)
+from schemas.limits import REQUEST_ID_PATTERN
+from streamer import (
+    KafkaConfig,
+    TopicNames,
+    default_topic_specs,
+    describe_topics,
+    ensure_topics,
+    retry_transient,
+    start_consumer,
+    start_producer,
+)
+
+log = logging.getLogger(__name__)
+
+_JOB_ID_RE = re.compile(REQUEST_ID_PATTERN)
+_POLL_MS = 200
+_BUSY_POLL_S = 1.0  # while a job runs: how often the (paused) consumer polls to stay in the group
+_MAX_REMEMBERED_CANCELS = 1024
+
+
+@dataclass(frozen=True)
+class TrainWorkerConfig:
+    """What `lorastream train-worker` needs besides the Kafka connection.
+
+    `base_model_name`: the name TrainingRequest.base_model uses for this worker's base
+    (default: the base directory's name); None in a request also means this base.
+    """
+
+    base_model_path: str
+    adapter_root: str
+    work_dir: str  # <work_dir>/<job_id>/: spec.json, checkpoints/, adapter/, job.log
+    base_model_name: str | None = None
+    group_id: str = "lorastream-training"
+    device: str = "auto"
+    job_threads: int | None = None  # torch threads of a job process (None: one per core)
+    checkpoint_every_steps: int = 50
+    progress_interval_s: float = 2.0
+    stop_grace_s: float = 60.0  # a cancelled/preempted job gets this long before it is killed
+    training_partitions: int = 2  # used when the worker creates the topics
+
+    def __post_init__(self) -> None:
+        for name in ("base_model_path", "adapter_root", "work_dir", "group_id"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        if self.job_threads is not None and self.job_threads < 1:
+            raise ValueError("job_threads must be >= 1")
+        if self.checkpoint_every_steps < 1:
+            raise ValueError("checkpoint_every_steps must be >= 1")
+        if self.progress_interval_s < 0 or self.stop_grace_s < 0:
+            raise ValueError("progress_interval_s and stop_grace_s must be >= 0")
+        if self.training_partitions < 1:
+            raise ValueError("training_partitions must be >= 1")
+
+    @property
+    def base_name(self) -> str:
+        return self.base_model_name or Path(self.base_model_path).name
+
+
+class JobRefused(LorastreamError):
+    """A request that cannot become a job; it ends with a `failed` event (invalid_request) and `reason`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.code = ErrorCode.INVALID_REQUEST
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    job_dir: Path
+    spec: TrainJobSpec
+    attempt: int
+
+
+def prepare_job(config: TrainWorkerConfig, request: TrainingRequest) -> PreparedJob:
+    """Validate a request and write its job spec (blocking file IO: run it in a thread)."""
+    if request.base_model not in (None, config.base_name, config.base_model_path):
+        raise JobRefused(f"unknown base model {request.base_model!r}; this worker trains {config.base_name!r}")
+    dataset = request.dataset
+    if dataset.uri is None:
+        raise JobRefused(f"no dataset.uri (built-in task {dataset.task!r} is not available here)")
+    if "://" in dataset.uri and not dataset.uri.startswith("file://"):
+        raise JobRefused(f"dataset {dataset.uri}: only local paths and file:// URIs are supported")
+    dataset_path = dataset.uri.removeprefix("file://")
+    try:
+        load_rows(dataset_path, dataset.prompt_field, dataset.completion_field)
+    except (DatasetNotFoundError, DatasetInvalidError) as exc:
+        raise JobRefused(f"{exc.code.value}: {exc}") from exc
+    if request.job_id in (".", ".."):
+        raise JobRefused("job_id must not be '.' or '..'")
+    try:
+        mine = installed(config.adapter_root, request.adapter_id)
+        taken = is_taken(config.adapter_root, request.adapter_id)
+    except AdapterStoreError as exc:
+        raise JobRefused(str(exc)) from exc
+    if taken and not request.overwrite and (mine is None or mine.job_id != request.job_id):
+        raise JobRefused(f"adapter {request.adapter_id!r} already exists; set overwrite to replace it")
+    job_dir = Path(config.work_dir) / request.job_id
+    hyperparameters = msgspec.structs.asdict(request.hyperparameters)  # same names as TrainJobSpec's fields
+    try:
+        spec = TrainJobSpec(
+            base_model_path=config.base_model_path,
+            output_dir=str(job_dir / "adapter"),
+            dataset_path=dataset_path,
+            prompt_field=dataset.prompt_field,
+            completion_field=dataset.completion_field,
+            device=config.device,
+            checkpoint_dir=str(job_dir / "checkpoints"),
+            checkpoint_every_steps=config.checkpoint_every_steps,
+            progress_interval_s=config.progress_interval_s,
+            **hyperparameters,
+        )
+    except ValueError as exc:
+        raise JobRefused(f"invalid hyperparameters: {exc}") from exc
+    job_dir.mkdir(parents=True, exist_ok=True)
+    spec.save(job_dir / "spec.json")
+    runs_file = job_dir / "runs"
+    previous_runs = int(runs_file.read_text()) if runs_file.is_file() else 0
+    runs_file.write_text(str(previous_runs + 1))
+    return PreparedJob(job_dir, spec, request.attempt + previous_runs)
+
+
+def salvage_job_id(data: bytes | None) -> str | None:
+    """The job_id of a refused TrainingRequest, when the bytes are a JSON object with a valid one."""
+    try:
+        obj = msgspec.json.decode(data or b"")
+    except (msgspec.DecodeError, ValueError):
+        return None
+    job_id = obj.get("job_id") if isinstance(obj, dict) else None
+    return job_id if isinstance(job_id, str) and _JOB_ID_RE.match(job_id) else None
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _RunningJob:
+    def __init__(self, request: TrainingRequest, tp: TopicPartition, prepared: PreparedJob) -> None:
+        self.request, self.tp, self.attempt = request, tp, prepared.attempt
+        self.checkpoint_dir = prepared.spec.checkpoint_dir
+        self.process: JobProcess | None = None
+        self.kill_timer: asyncio.TimerHandle | None = None
+        self.cancel_requested = False
+        self.preempt_requested = False
+        self.done = asyncio.Event()
+
+
+class TrainingWorker:
+    """`await worker.run()` until `stop()`; `ready` is set once it consumes and listens for cancels."""
+
+    def __init__(self, kafka: KafkaConfig, topics: TopicNames, config: TrainWorkerConfig) -> None:
+        self.kafka, self.topics, self.config = kafka, topics, config
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._producer = None
+        self._consumer = None
+        self._current: _RunningJob | None = None
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+
+    def stop(self) -> None:
+        """Stop consuming; a running job is checkpointed and left uncommitted (it resumes elsewhere)."""
+        self._stopping.set()
+        self._preempt_current()
+
+    async def run(self) -> None:
+        await ensure_topics(
+            self.kafka, default_topic_specs(self.topics, training_partitions=self.config.training_partitions)
+        )
+        self._producer = await start_producer(self.kafka)
+        control = None
+        try:
+            self._consumer = await start_consumer(self.kafka, group_id=self.config.group_id)
+            self._consumer.subscribe([self.topics.training_requests], listener=_Rebalance(self))
+            control = await start_consumer(self.kafka)
+            control_task = asyncio.create_task(self._listen_for_cancels(control), name="training-control")
+            self.ready.set()
+            try:
+                while not self._stopping.is_set():
+                    batch = await self._consumer.getmany(timeout_ms=_POLL_MS, max_records=1)
+                    for tp, records in batch.items():
+                        for record in records:
+                            await self._process(tp, record)
+            finally:
+                control_task.cancel()
+                await asyncio.gather(control_task, return_exceptions=True)
+        finally:
+            for client in (control, self._consumer):
+                if client is not None:
+                    await client.stop()
+            await self._producer.stop()
+
+    async def _process(self, tp: TopicPartition, record) -> None:
+        """Handle one request while the consumer, paused, keeps polling; commit when it ended."""
+        task = asyncio.create_task(self._handle(tp, record))
+        consumer = self._consumer
+        consumer.pause(*consumer.assignment())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=_BUSY_POLL_S)
+                for other_tp, records in (await consumer.getmany(timeout_ms=0)).items():
+                    consumer.seek(other_tp, records[0].offset)  # newly assigned while busy: later
+                    consumer.pause(other_tp)
+            finished = task.result()
+        finally:
+            consumer.resume(*consumer.assignment())
+        if finished and tp in consumer.assignment():
+            try:
+                await consumer.commit({tp: record.offset + 1})
+            except KafkaError as exc:  # rebalanced meanwhile: the redelivery republishes the result
+                log.warning("commit of %s@%d failed: %r", tp, record.offset, exc)
+
+    async def _handle(self, tp: TopicPartition, record) -> bool:
+        """True when the request reached a terminal event (and may be committed)."""
+        try:
+            request = decode_training_request(record.value or b"")
+        except InvalidEvent as exc:
+            await self._dead_letter(tp, record, exc)
+            return True
+        await self._publish(self._event(request, JobState.QUEUED))
+        if request.job_id in self._cancelled:
+            await self._publish(
+                self._event(
+                    request, JobState.CANCELLED, code=ErrorCode.CANCELLED, reason="cancelled before it started"
+                ),
+                ack=True,
+            )
+            return True
+        try:
+            prepared = await asyncio.to_thread(prepare_job, self.config, request)
+        except JobRefused as exc:
+            await self._publish(self._event(request, JobState.FAILED, code=exc.code, reason=exc.reason), ack=True)
+            return True
+        job = _RunningJob(request, tp, prepared)
+        self._current = job
+        try:
+            return await self._run_job(job, prepared)
+        finally:
+            self._current = None
+            if job.kill_timer is not None:
+                job.kill_timer.cancel()
+            job.done.set()
+
+    async def _run_job(self, job: _RunningJob, prepared: PreparedJob) -> bool:
+        request = job.request
+        job.process = JobProcess(
+            prepared.job_dir / "spec.json", log_path=prepared.job_dir / "job.log", num_threads=self.config.job_threads
+        )
+        await job.process.start()
+        if job.cancel_requested or job.preempt_requested or self._stopping.is_set():
+            self._cancel_or_preempt(job)
+        async for event in job.process.events():
+            killed_while_preempted = (
+                event.kind is JobEventKind.FAILED and job.preempt_requested and not job.cancel_requested
+            )
+            if event.kind is JobEventKind.PREEMPTED or killed_while_preempted:
+                log.info("job %s preempted at step %s; its request stays uncommitted", request.job_id, event.step)
+                return False
+            if event.kind is JobEventKind.COMPLETED:
+                await self._complete(job, event)
+                return True
+            await self._relay(job, event)
+        return True
+
+    async def _relay(self, job: _RunningJob, event: JobEvent) -> None:
+        if event.kind is JobEventKind.FAILED and job.cancel_requested:
+            state, code = JobState.CANCELLED, ErrorCode.CANCELLED  # killed after the grace period
+        elif event.kind is JobEventKind.FAILED:
+            state = JobState.FAILED
+            code = ErrorCode.INTERNAL if event.code in ("internal", None) else ErrorCode.INVALID_REQUEST
+        else:
+            state = JobState(event.kind.value)
+            code = ErrorCode.CANCELLED if state is JobState.CANCELLED else None
+        reason = f"{event.code}: {event.reason}" if state is JobState.FAILED else event.reason
+        terminal = state in (JobState.FAILED, JobState.CANCELLED)
+        await self._publish(
+            self._event(
+                job.request,
+                state,
+                attempt=job.attempt,
+                step=event.step,
+                total_steps=event.total_steps,
+                loss=event.loss,
+                eval_loss=event.eval_loss,
+                learning_rate=event.learning_rate,
+                tokens_per_s=event.tokens_per_s,
+                eta_s=event.eta_s,
+                quantization=event.quantization,
+                metrics=event.metrics,
+                code=code if terminal else None,
+                reason=reason if terminal else None,
+            ),
+            ack=terminal,
+        )
+
+    async def _complete(self, job: _RunningJob, event: JobEvent) -> None:
+        request = job.request
+        try:
+            adapter = await asyncio.to_thread(self._install, request, event)
+        except AdapterStoreError as exc:
+            await self._publish(
+                self._event(
+                    request, JobState.FAILED, attempt=job.attempt, code=ErrorCode.INVALID_REQUEST, reason=str(exc)
+                ),
+                ack=True,
+            )
+            return
+        uri = Path(adapter.path).as_uri()
+        await self._publish_to(
+            self.topics.adapters,
+            request.adapter_id,
+            AdapterEvent(
+                adapter_id=request.adapter_id,
+                version=adapter.version,
+                uri=uri,
+                checksum=adapter.checksum,
+                base_model=self.config.base_name,
+                rank=request.hyperparameters.r,
+                ts_ms=now_ms(),
+            ),
+        )
+        await self._publish(
+            self._event(
+                request,
+                JobState.COMPLETED,
+                attempt=job.attempt,
+                step=event.step,
+                total_steps=event.total_steps,
+                loss=event.loss,
+                eval_loss=event.eval_loss,
+                tokens_per_s=event.tokens_per_s,
+                quantization=event.quantization,
+                adapter_id=request.adapter_id,
+                adapter_uri=uri,
+                checksum=adapter.checksum,
+                metrics=event.metrics,
+            ),
+            ack=True,
+        )
+        # the job's saved result now answers a redelivery; its checkpoints are no longer needed
+        await asyncio.to_thread(shutil.rmtree, job.checkpoint_dir, ignore_errors=True)
+
+    def _install(self, request: TrainingRequest, event: JobEvent) -> InstalledAdapter:
+        previous = installed(self.config.adapter_root, request.adapter_id)
+        if (
+            previous is not None
+            and previous.job_id == request.job_id
+            and previous.checksum == event.checksum
+            and adapter_checksum(previous.path) == event.checksum
+        ):
+            return previous  # a redelivered job that had already installed its adapter
+        replaces_own = previous is not None and previous.job_id == request.job_id
+        return install_adapter(
+            event.adapter_dir,
+            self.config.adapter_root,
+            request.adapter_id,
+            job_id=request.job_id,
+            checksum=event.checksum,
+            overwrite=request.overwrite or replaces_own,
+        )
+
+    def _event(
+        self, request: TrainingRequest, state: JobState, *, attempt: int | None = None, **fields
+    ) -> TrainingEvent:
+        return TrainingEvent(
+            job_id=request.job_id,
+            state=state,
+            ts_ms=now_ms(),
+            attempt=request.attempt if attempt is None else attempt,
+            **{k: v for k, v in fields.items() if v is not None},
+        )
+
+    async def _publish(self, event: TrainingEvent, *, ack: bool = False) -> None:
+        """On the training-events topic keyed by job_id; `ack`: wait until the broker has it."""
+        if ack:
+            await self._publish_to(self.topics.training_events, event.job_id, event)
+        else:
+            delivery = await self._producer.send(self.topics.training_events, encode(event), key=event.job_id.encode())
+            delivery.add_done_callback(_log_lost_event)
+
+    async def _publish_to(self, topic: str, key: str, event: msgspec.Struct) -> None:
+        value = encode(event)
+        await retry_transient(
+            lambda: self._producer.send_and_wait(topic, value, key=key.encode()), what=f"publish to {topic}"
+        )
+
+    async def _dead_letter(self, tp: TopicPartition, record, exc: InvalidEvent) -> None:
+        job_id = salvage_job_id(record.value)
+        log.warning("refusing training request at %s@%d: %s", tp, record.offset, exc)
+        await self._publish_to(
+            self.topics.requests_dlq,
+            job_id or "",
+            DeadLetter(
+                source_topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                code=exc.code,
+                reason=exc.message,
+                original=record.value or b"",
+                request_id=job_id,
+                ts_ms=now_ms(),
+            ),
+        )
+        if job_id is not None:
+            await self._publish(
+                TrainingEvent(job_id=job_id, state=JobState.FAILED, ts_ms=now_ms(), code=exc.code, reason=exc.message),
+                ack=True,
+            )
+
+    async def _listen_for_cancels(self, control) -> None:
+        """Every partition of the control topic, from its end: CancelJob for any job id."""
+        infos = await describe_topics(self.kafka, [self.topics.control])
+        tps = [TopicPartition(self.topics.control, p) for info in infos for p in range(info.partitions)]
+        control.assign(tps)
+        await control.seek_to_end(*tps)
+        while True:
+            for records in (await control.getmany(timeout_ms=_POLL_MS)).values():
+                for record in records:
+                    try:
+                        event = decode_control(record.value or b"")
+                    except InvalidEvent as exc:
+                        log.warning("ignoring control record at %d: %s", record.offset, exc)
+                        continue
+                    if isinstance(event, CancelJob):
+                        self._on_cancel(event.job_id)
+
+    def _on_cancel(self, job_id: str) -> None:
+        self._cancelled[job_id] = None
+        while len(self._cancelled) > _MAX_REMEMBERED_CANCELS:
+            self._cancelled.popitem(last=False)
+        job = self._current
+        if job is not None and job.request.job_id == job_id:
+            job.cancel_requested = True
+            self._cancel_or_preempt(job)
+
+    def _preempt_current(self) -> None:
+        job = self._current
+        if job is not None:
+            job.preempt_requested = True
+            self._cancel_or_preempt(job)
+
+    def _cancel_or_preempt(self, job: _RunningJob) -> None:
+        """Send the request to the job process (if it started); kill it after the grace period."""
+        if job.process is None or job.process.pid is None:
+            return
+        if job.cancel_requested:
+            job.process.cancel()
+        else:
+            job.process.preempt()
+        if job.kill_timer is None:
+            job.kill_timer = asyncio.get_running_loop().call_later(self.config.stop_grace_s, job.process.kill)
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are being taken away: a job of one of them is checkpointed and stopped first."""
+        job = self._current
+        if job is not None and job.tp in revoked:
+            self._preempt_current()
+            await job.done.wait()
+
+
+def _log_lost_event(delivery: asyncio.Future) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("a progress event was not delivered: %r", delivery.exception())
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: TrainingWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.worker.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        return None

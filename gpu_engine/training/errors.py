@@ -1,0 +1,76 @@
+"""The training side's exception hierarchy; every error carries one code of a closed set."""
+
+from __future__ import annotations
+
+import enum
+
+
+class TrainErrorCode(str, enum.Enum):
+    """Why a training job could not run or finish. Closed: callers may switch on it."""
+
+    INVALID_SPEC = "invalid_spec"  # hyperparameters or paths break a rule (see TrainJobSpec)
+    DATASET_NOT_FOUND = "dataset_not_found"
+    DATASET_INVALID = "dataset_invalid"  # rows that are not {prompt, completion} objects
+    BASE_NOT_FOUND = "base_not_found"
+    BASE_UNSUPPORTED = "base_unsupported"  # not a Llama-family causal LM, or targets missing
+    QUANTIZATION_UNAVAILABLE = "quantization_unavailable"  # nf4 asked for, bitsandbytes can't
+    DIVERGED = "diverged"  # the loss became NaN or infinite
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # stopped after a checkpoint so that a rerun resumes
+    INTERNAL = "internal"
+
+
+class TrainingError(Exception):
+    """Base of every error the training code raises on purpose."""
+
+    code: TrainErrorCode = TrainErrorCode.INTERNAL
+
+
+class InvalidSpecError(TrainingError):
+    code = TrainErrorCode.INVALID_SPEC
+
+
+class DatasetNotFoundError(TrainingError):
+    code = TrainErrorCode.DATASET_NOT_FOUND
+
+
+class DatasetInvalidError(TrainingError):
+    """Malformed rows; `line_errors` holds (1-based line number, what is wrong) for each."""
+
+    code = TrainErrorCode.DATASET_INVALID
+
+    def __init__(self, message: str, line_errors: tuple[tuple[int, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.line_errors = line_errors
+
+
+class BaseNotFoundError(TrainingError):
+    code = TrainErrorCode.BASE_NOT_FOUND
+
+
+class BaseUnsupportedError(TrainingError):
+    code = TrainErrorCode.BASE_UNSUPPORTED
+
+
+class QuantizationUnavailableError(TrainingError):
+    code = TrainErrorCode.QUANTIZATION_UNAVAILABLE
+
+
+class DivergedError(TrainingError):
+    code = TrainErrorCode.DIVERGED
+
+
+class JobCancelled(TrainingError):
+    """The job was asked to stop and give up (its checkpoints stay for inspection)."""
+
+    code = TrainErrorCode.CANCELLED
+
+
+class JobPreempted(TrainingError):
+    """The job was asked to stop after checkpointing, so that a rerun resumes where it stopped."""
+
+    code = TrainErrorCode.PREEMPTED
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"preempted after step {step} (checkpointed)")
+        self.step = step

@@ -1,0 +1,34 @@
+"""Every command answers --help, and the CLI module itself does not pull in torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from consumers.cli import BENCHMARKS, main
+
+COMMANDS = ["serve", "broker", "topics", "send", "tail", "demo", "bench", "train", "train-worker"]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help(command, capsys):
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lorastream")
+    if command is None:
+        assert all(c in out for c in COMMANDS)
+
+
+def test_bench_names_cover_each_benchmark():
+    assert set(BENCHMARKS) == {"engine", "kafka", "train", "all"}
+
+
+def test_cli_import_leaves_torch_out():
+    code = "import sys, consumers.cli, consumers.commands; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "False", result.stderr
