@@ -38,6 +38,12 @@ from streamer.kafka import (
 from streamer.offsets import OffsetTracker, PartitionOffsets
 from streamer.replies import ReplyDedup, ReplyDemux
 from streamer.stream import RequestStream
+from streamer.training_client import (
+    TrainingJob,
+    build_training_request,
+    follow_training,
+    submit_training,
+)
 
 __all__ = [
     "BASE_MODEL_KEY",
@@ -58,6 +64,10 @@ __all__ = [
     "RequestTimeout",
     "TansuBroker",
     "TopicAdminError",
+    "TrainingJob",
+    "build_training_request",
+    "follow_training",
+    "submit_training",
     "TopicInfo",
     "TopicNames",
     "TopicSpec",

@@ -38,6 +38,7 @@ from streamer.kafka import start_producer
 from streamer.replies import Sink
 from streamer.reply_reader import ReplyReader
 from streamer.stream import RequestStream
+from streamer.training_client import TrainingJob, build_training_request, submit_training
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,25 @@ class LoraClient:
             request_id=request_id,
         )
         return self.stream_request(request, timeout_s=timeout_s, partition_key=partition_key)
+
+    async def train(
+        self,
+        adapter_id: str,
+        dataset: str,
+        *,
+        job_id: str | None = None,
+        base_model: str | None = None,
+        overwrite: bool = False,
+        **hyperparameters: object,
+    ) -> TrainingJob:
+        """Publish a TrainingRequest; `async for event in job.events()` follows it to the end."""
+        if not self._is_open or self._producer is None:
+            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
+        request = build_training_request(
+            adapter_id, dataset, job_id=job_id, base_model=base_model, overwrite=overwrite,
+            **hyperparameters,
+        )
+        return await submit_training(self.config, self.topics, request, producer=self._producer)
 
     async def generate(
         self,

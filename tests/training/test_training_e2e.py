@@ -107,11 +107,12 @@ async def test_train_fail_and_cancel_through_kafka(kafka_bootstrap, topic_prefix
     data = write_task(tmp_path / "task.jsonl", n=48)
     config = worker_config(tiny_base, tmp_path)
     async with running_worker(kafka, topics, config):
-        good = build_training_request(
-            "acme/cat", str(data), job_id="good", base_model="tiny", max_steps=8, learning_rate=3e-2, **FAST
-        )
-        async with await submit_training(kafka, topics, good) as job:
-            events = [event async for event in job.events(idle_timeout_s=TIMEOUT_S)]
+        async with LoraClient(config=kafka, topics=topics) as client:
+            job = await client.train(
+                "acme/cat", str(data), job_id="good", base_model="tiny", max_steps=8, learning_rate=3e-2, **FAST
+            )
+            async with job:
+                events = [event async for event in job.events(idle_timeout_s=TIMEOUT_S)]
         states = [e.state for e in events]
         assert states[:2] == [JobState.QUEUED, JobState.STARTED] and states[-1] is JobState.COMPLETED, events[-1]
         assert JobState.PROGRESS in states and JobState.CHECKPOINTED in states
