@@ -84,12 +84,11 @@ class Outbox:
         attempt = 0
         while True:
             try:
-                future = await asyncio.wait_for(
-                    self._producer.send(
-                        item.topic, item.value, key=item.key, partition=item.partition
-                    ),
-                    timeout_s,
-                )
+                send = self._producer.send(item.topic, item.value, key=item.key, partition=item.partition)
+                if self._producer.client.cluster.partitions_for_topic(item.topic):
+                    future = await send  # metadata known: send only appends to a batch
+                else:
+                    future = await asyncio.wait_for(send, timeout_s)
                 break
             except (KafkaError, TimeoutError, ValueError, AssertionError) as exc:
                 attempt += 1
