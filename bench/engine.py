@@ -2,15 +2,17 @@
 
 A ~100M-parameter Llama-shaped model with random weights is built locally, with LoRA-Land-style
 adapters (r=8 on q_proj, v_proj) and heavy ones (r=16 on all 7 projections). Every workload
-decodes a batch of sequences; all workloads run once per round, rounds interleaved, and the
-median tokens/s per workload is reported. Only ratios measured in the same run are compared.
+decodes a batch of sequences; all workloads run once per round, rounds interleaved. The best
+round per workload is the headline figure (noise on a shared machine only ever slows a run
+down), the median is reported beside it. Only ratios measured in the same run are compared.
+By default one thread runs and its CPU time is the clock, which other jobs on a shared machine
+do not inflate; on a dedicated machine `--threads N --clock wall` measures wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-MODEL_SHAPE = dict(hidden=1024, intermediate=2816, layers=8, heads=16, kv_heads=8, init_std=0.02)
+MODEL_SHAPE = {"hidden": 1024, "intermediate": 2816, "layers": 8, "heads": 16, "kv_heads": 8, "init_std": 0.02}
 PROMPT = "The quick model serves many adapters over one base"
 TARGETS = {
     "landr8_32_over_base": 0.90,
@@ -56,13 +58,14 @@ def write_adapters(
 
 
 class OursRunner:
-    def __init__(self, model_dir: Path, adapter_root: Path, args, adapters: list[str]) -> None:
+    def __init__(self, model_dir: Path, adapter_root: Path, args, adapters: list[str], clock) -> None:
         from gpu_engine.config import EngineConfig
         from gpu_engine.engine import Engine
 
         config = EngineConfig(str(model_dir), str(adapter_root), dtype=args.dtype, device=args.device,
                               max_batch_size=args.batch_size, max_model_len=64 + args.new_tokens)
         self.engine = Engine(config)
+        self.clock = clock
         for adapter_id in adapters:
             self.engine.load_adapter(adapter_id)
 
@@ -74,30 +77,31 @@ class OursRunner:
         for i, adapter in enumerate(adapters):
             self.engine.add_request(GenerationRequest(f"b{i}", PROMPT, adapter, params))
         self.engine.step()  # prefill + first token of every sequence
-        start, tokens = time.perf_counter(), 0
+        start, tokens = self.clock(), 0
         while self.engine.has_work():
             tokens += sum(len(e.token_ids) for e in self.engine.step())
-        return tokens / (time.perf_counter() - start)
+        return tokens / (self.clock() - start)
 
 
-def hf_tokens_per_s(model, input_ids: torch.Tensor, new_tokens: int, **generate_kwargs) -> float:
+def hf_tokens_per_s(model, input_ids: torch.Tensor, new_tokens: int, clock, **generate_kwargs) -> float:
     """Decode throughput of `generate`, timed between the first and the last generated token."""
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class Clock(StoppingCriteria):
+    class TokenTimes(StoppingCriteria):
         def __init__(self) -> None:
             self.times: list[float] = []
 
         def __call__(self, ids, scores, **kwargs):
-            self.times.append(time.perf_counter())
+            self.times.append(clock())
             return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
 
-    clock = Clock()
+    token_times = TokenTimes()
     with torch.inference_mode():
         model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
                        max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0,
-                       stopping_criteria=StoppingCriteriaList([clock]), **generate_kwargs)
-    return input_ids.shape[0] * (len(clock.times) - 1) / (clock.times[-1] - clock.times[0])
+                       stopping_criteria=StoppingCriteriaList([token_times]), **generate_kwargs)
+    times = token_times.times
+    return input_ids.shape[0] * (len(times) - 1) / (times[-1] - times[0])
 
 
 def build_workloads(workdir: Path, args):
@@ -111,7 +115,8 @@ def build_workloads(workdir: Path, args):
     root = workdir / "adapters"
     land, _ = write_adapters(model_dir, root, "land", 32, 8, ("q_proj", "v_proj"), seed=1)
     heavy, heavy_params = write_adapters(model_dir, root, "heavy", 32, 16, ALL_PROJECTIONS, seed=2)
-    ours = OursRunner(model_dir, root, args, land + heavy)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    ours = OursRunner(model_dir, root, args, land + heavy, clock)
     dtype, device = getattr(torch, args.dtype), ours.engine.model.device
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     input_ids = tokenizer([PROMPT] * args.batch_size, return_tensors="pt").input_ids.to(device)
@@ -128,15 +133,15 @@ def build_workloads(workdir: Path, args):
 
     workloads = {
         "ours_base": lambda: ours.tokens_per_s([None] * batch, n),
-        "hf_base": lambda: hf_tokens_per_s(hf, input_ids, n),
+        "hf_base": lambda: hf_tokens_per_s(hf, input_ids, n, clock),
         "ours_landr8_32": lambda: ours.tokens_per_s(spread(land, 32), n),
         "ours_heavy_32": lambda: ours.tokens_per_s(spread(heavy, 32), n),
-        "peft_32": lambda: hf_tokens_per_s(peft, input_ids, n, adapter_names=spread(heavy, 32)),
+        "peft_32": lambda: hf_tokens_per_s(peft, input_ids, n, clock, adapter_names=spread(heavy, 32)),
     }
     for distinct in (1, 8):
         workloads[f"ours_heavy_{distinct}"] = lambda d=distinct: ours.tokens_per_s(spread(heavy, d), n)
         workloads[f"peft_{distinct}"] = lambda d=distinct: hf_tokens_per_s(
-            peft, input_ids, n, adapter_names=spread(heavy, d)
+            peft, input_ids, n, clock, adapter_names=spread(heavy, d)
         )
     model = ours.engine.model
     base_bytes = model.lm_head.nbytes + model.final_norm.nbytes + sum(
@@ -149,21 +154,21 @@ def build_workloads(workdir: Path, args):
     return workloads, {"base_bytes": base_bytes, "heavy_32_bytes": heavy_bytes, "num_params": num_params}
 
 
-def summarize(medians: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
+def summarize(tps: dict[str, float], sizes: dict[str, int]) -> dict[str, float]:
     byte_limit = sizes["base_bytes"] / (sizes["base_bytes"] + sizes["heavy_32_bytes"])
     return {
-        "landr8_32_over_base": medians["ours_landr8_32"] / medians["ours_base"],
-        "heavy_fraction_of_byte_limit": medians["ours_heavy_32"] / medians["ours_base"] / byte_limit,
-        "ours32_over_peft32": medians["ours_heavy_32"] / medians["peft_32"],
-        "ours_base_over_hf_base": medians["ours_base"] / medians["hf_base"],
+        "landr8_32_over_base": tps["ours_landr8_32"] / tps["ours_base"],
+        "heavy_fraction_of_byte_limit": tps["ours_heavy_32"] / tps["ours_base"] / byte_limit,
+        "ours32_over_peft32": tps["ours_heavy_32"] / tps["peft_32"],
+        "ours_base_over_hf_base": tps["ours_base"] / tps["hf_base"],
         "byte_limit_heavy_32": byte_limit,
     }
 
 
-def print_table(medians: dict[str, float], ratios: dict[str, float]) -> None:
-    print(f"{'workload':<18}{'tokens/s':>12}{'vs ours_base':>14}")
-    for name, value in medians.items():
-        print(f"{name:<18}{value:>12.1f}{value / medians['ours_base']:>14.3f}")
+def print_table(best: dict[str, float], medians: dict[str, float], ratios: dict[str, float]) -> None:
+    print(f"{'workload':<18}{'tokens/s':>12}{'vs ours_base':>14}{'median':>10}")
+    for name, value in best.items():
+        print(f"{name:<18}{value:>12.1f}{value / best['ours_base']:>14.3f}{medians[name]:>10.1f}")
     print()
     print(f"{'ratio':<32}{'value':>8}{'target':>8}  met")
     for name, value in ratios.items():
@@ -172,7 +177,7 @@ def print_table(medians: dict[str, float], ratios: dict[str, float]) -> None:
         print(f"{name:<32}{value:>8.3f}{'' if target is None else f'{target:>8.2f}'}  {verdict}")
 
 
-def save_plot(path: str, medians: dict[str, float]) -> None:
+def save_plot(path: str, tps: dict[str, float]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,16 +185,16 @@ def save_plot(path: str, medians: dict[str, float]) -> None:
 
     distinct = [1, 8, 32]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(distinct, [medians[f"ours_heavy_{d}"] for d in distinct], "o-", label="ours, heavy (r16, 7 proj)")
-    ax.plot(distinct, [medians[f"peft_{d}"] for d in (1, 8)] + [medians["peft_32"]], "s-", label="PEFT, heavy")
-    ax.plot([32], [medians["ours_landr8_32"]], "^", label="ours, LoRA-Land r8 q,v")
-    ax.axhline(medians["ours_base"], linestyle="--", color="gray", label="ours, base only")
-    ax.axhline(medians["hf_base"], linestyle=":", color="black", label="transformers, base only")
+    ax.plot(distinct, [tps[f"ours_heavy_{d}"] for d in distinct], "o-", label="ours, heavy (r16, 7 proj)")
+    ax.plot(distinct, [tps[f"peft_{d}"] for d in (1, 8)] + [tps["peft_32"]], "s-", label="PEFT, heavy")
+    ax.plot([32], [tps["ours_landr8_32"]], "^", label="ours, LoRA-Land r8 q,v")
+    ax.axhline(tps["ours_base"], linestyle="--", color="gray", label="ours, base only")
+    ax.axhline(tps["hf_base"], linestyle=":", color="black", label="transformers, base only")
     ax.set_xscale("log", base=2)
     ax.set_xticks(distinct, [str(d) for d in distinct])
     ax.set_xlabel("distinct adapters in the batch")
     ax.set_ylabel("decode tokens/s")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, 1.15 * max(tps.values()))
     ax.set_title("Multi-LoRA decode throughput (batch 32, ~100M Llama, CPU)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -201,10 +206,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     parser.add_argument("--plot", metavar="FILE", help="save a PNG plot of tokens/s against distinct adapters")
     parser.add_argument("--quick", action="store_true", help="short run: 1 round of 8 new tokens")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported; default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens generated per sequence (default 32)")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences decoded together (default 32)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
+                        help="the compute thread's CPU time (needs --threads 1; the default) or wall time")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--workdir", help="where to build the model and adapters (default: a temp dir)")
@@ -213,6 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.rounds, args.new_tokens = 1, 8
     if args.rounds < 1 or args.new_tokens < 2 or args.batch_size < 1:
         parser.error("--rounds >= 1, --new-tokens >= 2 and --batch-size >= 1 are required")
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        parser.error("--clock cpu measures one CPU thread: use it with --threads 1 on the cpu device")
     return args
 
 
@@ -234,23 +243,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    best = {name: max(values) for name, values in samples.items()}
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    ratios = summarize(medians, sizes)
-    print_table(medians, ratios)
+    ratios = summarize(best, sizes)
+    print_table(best, medians, ratios)
     if args.json:
         result = {
             "config": {**MODEL_SHAPE, "batch_size": args.batch_size, "new_tokens": args.new_tokens,
-                       "rounds": args.rounds, "threads": args.threads, "device": args.device, "dtype": args.dtype,
+                       "rounds": args.rounds, "threads": args.threads, "clock": args.clock, "device": args.device,
+                       "dtype": args.dtype,
                        "torch": torch.__version__, **sizes},
-            "tokens_per_s": medians,
+            "tokens_per_s": best,
+            "median_tokens_per_s": medians,
             "samples": samples,
             "ratios": ratios,
+            "median_ratios": summarize(medians, sizes),
             "targets": TARGETS,
             "met": {name: ratios[name] >= target for name, target in TARGETS.items()},
         }
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:
-        save_plot(args.plot, medians)
+        save_plot(args.plot, best)
     return 0
 
 

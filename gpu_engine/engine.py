@@ -99,7 +99,10 @@ class Engine:
         self._active.clear()
 
     def load_adapter(self, adapter_id: str) -> SlotKey:
-        """Load (once) and pack an adapter; raises AdapterNotFoundError / AdapterInvalidError."""
+        """Load (once) and pack an adapter; raises AdapterNotFoundError / AdapterInvalidError.
+
+        Not thread-safe: call it before the runner starts or from the engine thread.
+        """
         key = self._adapter_keys.get(adapter_id)
         if key is None:
             adapter = load_adapter(

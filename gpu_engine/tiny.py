@@ -118,9 +118,11 @@ def build_tiny_model(
     else:
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         tokenizer.save_pretrained(str(out))
-    ids = dict(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    ids = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     config = _model_config(
         arch,
         len(tokenizer),
