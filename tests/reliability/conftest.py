@@ -63,3 +63,19 @@ def serve_process(kafka_bootstrap, topic_prefix, tiny_model, tmp_path):
     yield start
     for process in started:
         process.close()
+
+
+_COUNTS: list[str] = []
+
+
+@pytest.fixture
+def report_counts():
+    """Record a line of counts; every line is printed in the session summary (CI logs show it)."""
+    return _COUNTS.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _COUNTS:
+        terminalreporter.section("reliability counts")
+        for line in _COUNTS:
+            terminalreporter.write_line(line)

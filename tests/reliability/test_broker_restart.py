@@ -16,7 +16,7 @@ pytestmark = pytest.mark.kafka
 NUM_REQUESTS = 120
 
 
-async def test_broker_restart_under_load(kafka_broker, topic_prefix, serve_process):
+async def test_broker_restart_under_load(kafka_broker, topic_prefix, serve_process, report_counts):
     kafka = KafkaConfig(bootstrap_servers=kafka_broker.bootstrap_servers)
     topics = TopicNames(topic_prefix)
     serve_process("restart-a")
@@ -52,8 +52,7 @@ async def test_broker_restart_under_load(kafka_broker, topic_prefix, serve_proce
     errors = [r for r in results if isinstance(r, BaseException)]
     lost = NUM_REQUESTS - len(finals)
     duplicates = sum(n - 1 for n in finals.values())
-    print(
-        f"\nbroker restart: answered before stop={answered_before} lost={lost} "
+    report_counts(f"broker restart: answered before stop={answered_before} lost={lost} "
         f"duplicates={duplicates} client errors={len(errors)}"
     )
     assert errors == [] and lost == 0 and duplicates == 0

@@ -18,7 +18,7 @@ NUM_REQUESTS = 64
 MAX_NEW = 200
 
 
-async def test_sigkill_with_requests_in_flight(kafka_bootstrap, topic_prefix, serve_process):
+async def test_sigkill_with_requests_in_flight(kafka_bootstrap, topic_prefix, serve_process, report_counts):
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
     first = serve_process("node-a")
     adapters = [None, *ADAPTER_SPECS]
@@ -54,8 +54,7 @@ async def test_sigkill_with_requests_in_flight(kafka_bootstrap, topic_prefix, se
     duplicate_finals = [rid for rid, n in finals.items() if n > 1]
     duplicate_text = [rid for rid, parts in yielded.items() if "".join(parts) != final_by_id[rid].text]
     reserved = sum(1 for f in final_by_id.values() if f.attempt >= 2)
-    print(
-        f"\ncrash test: in flight at SIGKILL={in_flight} lost={len(lost)} "
+    report_counts(f"crash test: in flight at SIGKILL={in_flight} lost={len(lost)} "
         f"duplicate finals={len(duplicate_finals)} duplicated/missing text={len(duplicate_text)} "
         f"re-served (attempt>=2)={reserved}"
     )

@@ -38,7 +38,7 @@ async def _wait_stable(ports: list[int], partitions: int, timeout_s: float) -> N
 
 
 async def test_two_consumers_share_load_with_adapter_affinity(
-    kafka_bootstrap, topic_prefix, serve_process, tiny_model, tmp_path
+    kafka_bootstrap, topic_prefix, serve_process, tiny_model, tmp_path, report_counts
 ):
     model_dir, adapter_root = tiny_model
     many = tmp_path / "adapters"
@@ -60,6 +60,6 @@ async def test_two_consumers_share_load_with_adapter_affinity(
     for final in finals:
         served[final.adapter_id].add(final.served_by)
     consumers = set().union(*served.values())
-    print(f"\nscale-out: consumers serving={sorted(consumers)} adapters={len(served)}")
+    report_counts(f"scale-out: consumers serving={sorted(consumers)} adapters={len(served)}")
     assert consumers == {"scale-a", "scale-b"}
     assert all(len(by) == 1 for by in served.values()), dict(served)

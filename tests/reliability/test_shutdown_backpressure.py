@@ -16,7 +16,7 @@ from streamer import KafkaConfig, LoraClient, TopicNames
 pytestmark = pytest.mark.kafka
 
 
-async def test_sigterm_drains_in_flight_requests(kafka_bootstrap, topic_prefix, serve_process):
+async def test_sigterm_drains_in_flight_requests(kafka_bootstrap, topic_prefix, serve_process, report_counts):
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
     process = serve_process("drain-a")
     finals: dict[str, Final] = {}
@@ -36,7 +36,7 @@ async def test_sigterm_drains_in_flight_requests(kafka_bootstrap, topic_prefix, 
         done, pending = await asyncio.wait(tasks, timeout=30)
         for task in pending:
             task.cancel()
-    print(f"\nshutdown: in flight at SIGTERM={in_flight} answered={len(finals)} exit code={code}")
+    report_counts(f"shutdown: in flight at SIGTERM={in_flight} answered={len(finals)} exit code={code}")
     assert code == 0
     assert in_flight > 0 and not pending
     assert all(f.finish_reason in (FinishReason.LENGTH, FinishReason.EOS) for f in finals.values()), [
@@ -73,7 +73,7 @@ class _CountingRunner:
         self._runner.submit(request, wrapped)
 
 
-async def test_backpressure_pauses_and_resumes(kafka_bootstrap, topic_prefix, tiny_model):
+async def test_backpressure_pauses_and_resumes(kafka_bootstrap, topic_prefix, tiny_model, report_counts):
     model_dir, adapter_root = tiny_model
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
     runner = _CountingRunner(build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"))
@@ -97,7 +97,7 @@ async def test_backpressure_pauses_and_resumes(kafka_bootstrap, topic_prefix, ti
         )
     service.stop()
     await asyncio.wait_for(task, 60)
-    print(f"\nbackpressure: pauses={len(pauses)} max engine in-flight={runner.max_outstanding}")
+    report_counts(f"backpressure: pauses={len(pauses)} max engine in-flight={runner.max_outstanding}")
     assert len(finals) == 40
     assert pauses, "intake never paused"
     assert runner.max_outstanding <= config.max_inflight + config.max_fetch_records
