@@ -121,8 +121,17 @@ def _pair_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, adapter_id:
 def load_adapter(
     adapter_root: str | Path | None, adapter_id: str, spec: ModelSpec, dtype: torch.dtype, max_rank: int
 ) -> LoraAdapter:
-    """Read and validate one adapter for the base described by `spec`; raises an EngineError."""
-    path = resolve_adapter_dir(adapter_root, adapter_id)
+    """Find `adapter_id` under a local root, then `read_adapter` it."""
+    return read_adapter(resolve_adapter_dir(adapter_root, adapter_id), adapter_id, spec, dtype, max_rank)
+
+
+def read_adapter(
+    path: Path, adapter_id: str, spec: ModelSpec, dtype: torch.dtype, max_rank: int, base_name: str | None = None
+) -> LoraAdapter:
+    """Read and validate the adapter in directory `path` for the base described by `spec`.
+
+    Raises an EngineError subclass whose code names what is wrong.
+    """
     config = _read_config(path, adapter_id)
     pairs = _pair_tensors(_read_tensors(path, adapter_id), spec, adapter_id)
     checked: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("nf4",)
 LORA_BACKENDS = ("auto", "loop", "grouped", "triton")
+FAIRNESS = ("vtc", "fifo")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,18 @@ class EngineConfig:
     max_model_len: int | None = None  # None = the model's max_position_embeddings, capped at 4096
     lora_backend: str = "auto"  # "auto" = triton on cuda, grouped_mm on cpu when present, else loop
     max_lora_rank: int = 256
+    # --- adapter store and cache tiers (docs/adapter-cache.md) ---
+    # adapter_root: a local directory, or "s3://bucket/prefix" (credentials from the usual AWS env)
+    s3_endpoint_url: str | None = None  # e.g. a MinIO or moto server; None = AWS
+    base_name: str | None = None  # the served base's name; adapters naming another base are refused
+    device_cache_bytes: int | None = None  # packed adapter weights on the device; None = memory only limits
+    host_cache_bytes: int | None = None  # parsed adapters in host memory (pinned on CUDA); None = unlimited
+    disk_cache_dir: str | None = None  # local copies of remote adapters; None = a temp dir
+    disk_cache_bytes: int | None = None  # None = unlimited
+    load_workers: int = 2  # threads that fetch and parse adapters off the engine thread
+    # --- scheduling across adapters ---
+    max_adapters_per_step: int | None = None  # distinct adapters in one step; None = memory only limits
+    fairness: str = "vtc"  # "vtc": virtual token counters per adapter (S-LoRA); "fifo": arrival order
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -47,3 +60,13 @@ class EngineConfig:
             raise ValueError(f"lora_backend must be one of {LORA_BACKENDS}, got {self.lora_backend!r}")
         if self.max_lora_rank < 1:
             raise ValueError("max_lora_rank must be >= 1")
+        for name in ("device_cache_bytes", "host_cache_bytes", "disk_cache_bytes"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None")
+        if self.load_workers < 1:
+            raise ValueError("load_workers must be >= 1")
+        if self.max_adapters_per_step is not None and self.max_adapters_per_step < 1:
+            raise ValueError("max_adapters_per_step must be >= 1 or None")
+        if self.fairness not in FAIRNESS:
+            raise ValueError(f"fairness must be one of {FAIRNESS}, got {self.fairness!r}")

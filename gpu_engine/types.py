@@ -16,14 +16,22 @@ class FinishReason(str, enum.Enum):
     EOS = "eos"  # the model produced its end-of-sequence token
     STOP = "stop"  # a stop string matched; the text is cut before it
     CANCELLED = "cancelled"  # the caller aborted it
+    EXPIRED = "expired"  # its deadline passed while it waited; nothing was computed for it
     ERROR = "error"  # see GenerationEvent.error_code
 
 
 class EngineErrorCode(str, enum.Enum):
     """Closed set of reasons the engine refuses or fails a request."""
 
-    ADAPTER_NOT_FOUND = "adapter_not_found"
-    ADAPTER_INVALID = "adapter_invalid"
+    ADAPTER_NOT_FOUND = "adapter_not_found"  # unknown id, retired id, or no such files in the store
+    ADAPTER_INVALID = "adapter_invalid"  # config unreadable / not LoRA / shapes or tensors do not fit
+    ADAPTER_CORRUPT = "adapter_corrupt"  # the safetensors file cannot be parsed, or weights are not finite
+    ADAPTER_MISSING_FILE = "adapter_missing_file"  # adapter_config.json or adapter_model.safetensors absent
+    ADAPTER_BASE_MISMATCH = "adapter_base_mismatch"  # trained for another base (name, layers or shapes)
+    ADAPTER_RANK_TOO_LARGE = "adapter_rank_too_large"  # rank above the server's max_lora_rank
+    ADAPTER_UNSUPPORTED = "adapter_unsupported"  # DoRA, modules_to_save, unknown target modules, ...
+    ADAPTER_CHECKSUM_MISMATCH = "adapter_checksum_mismatch"  # files differ from the registry's checksum
+    ADAPTER_UNAVAILABLE = "adapter_unavailable"  # the store could not be reached (transient)
     PROMPT_TOO_LONG = "prompt_too_long"
     INVALID_PARAMS = "invalid_params"
     INTERNAL = "internal"
@@ -60,6 +68,7 @@ class GenerationRequest:
     prompt: str
     adapter_id: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    deadline_s: float | None = None  # wall clock (time.time()); a request still waiting then ends EXPIRED
 
 
 @dataclass(frozen=True)

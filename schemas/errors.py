@@ -13,6 +13,13 @@ class ErrorCode(str, enum.Enum):
     UNSUPPORTED_VERSION = "unsupported_version"  # schema_version newer than this server
     ADAPTER_NOT_FOUND = "adapter_not_found"
     ADAPTER_INVALID = "adapter_invalid"  # adapter files exist but cannot serve this base
+    ADAPTER_CORRUPT = "adapter_corrupt"  # weights file unparseable or weights not finite
+    ADAPTER_MISSING_FILE = "adapter_missing_file"  # a required adapter file is absent
+    ADAPTER_BASE_MISMATCH = "adapter_base_mismatch"  # trained for another base model
+    ADAPTER_RANK_TOO_LARGE = "adapter_rank_too_large"  # rank above the server's limit
+    ADAPTER_UNSUPPORTED = "adapter_unsupported"  # a LoRA variant or module the engine does not serve
+    ADAPTER_CHECKSUM_MISMATCH = "adapter_checksum_mismatch"  # files differ from the registered checksum
+    ADAPTER_UNAVAILABLE = "adapter_unavailable"  # adapter store unreachable; retrying may succeed
     PROMPT_TOO_LONG = "prompt_too_long"  # more tokens than the model's context allows
     EXPIRED = "expired"  # deadline passed before the work was done
     CANCELLED = "cancelled"

@@ -1,14 +1,36 @@
 """LoRA Land in miniature: tasks, metrics, `lorastream eval` and `lorastream land` (see docs/land.md).
 
 Importing this package is light (no torch, no Kafka client): task specs, the built-in synthetic
-tasks, metrics, and `materialize_task`, which the training worker uses to turn a
+tasks, metrics, and `builtin_train_file`, which the training worker uses to turn a
 `DatasetRef.task` name into a JSONL file.
 """
 
 from consumers.land.commands import add_land_parsers
-from consumers.land.metrics import answer_text, closeness, last_number_match, match_label, rouge_l_f, score
-from consumers.land.spec import LandError, Metric, Task, TaskDataInvalid, TaskNotFound, TaskRow, TaskSpec
-from consumers.land.tasks import BUILTIN_TASKS, TaskFiles, builtin_task, load_task, materialize_task
+from consumers.land.metrics import (
+    answer_text,
+    closeness,
+    last_number_match,
+    match_label,
+    rouge_l_f,
+    score,
+)
+from consumers.land.spec import (
+    LandError,
+    Metric,
+    Task,
+    TaskDataInvalid,
+    TaskNotFound,
+    TaskRow,
+    TaskSpec,
+)
+from consumers.land.tasks import (
+    BUILTIN_TASKS,
+    TaskFiles,
+    builtin_task,
+    builtin_train_file,
+    load_task,
+    materialize_task,
+)
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -23,6 +45,7 @@ __all__ = [
     "add_land_parsers",
     "answer_text",
     "builtin_task",
+    "builtin_train_file",
     "closeness",
     "last_number_match",
     "load_task",

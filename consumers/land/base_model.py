@@ -22,7 +22,7 @@ from pathlib import Path
 from consumers.land.corpus import corpus_lines
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
-_FORMAT_VERSION = 1  # bump when the corpus or the loop changes what a config builds
+_FORMAT_VERSION = 2  # bump when the corpus or the loop changes what a config builds
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,16 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
     lines = list(corpus_lines(config.corpus_lines, config.seed))
     tokenizer = train_tokenizer(out_dir / "tokenizer", lines, config.vocab_size)
     build_tiny_model(
-        out_dir, hidden=config.hidden, layers=config.layers, heads=config.heads, kv_heads=config.kv_heads,
-        intermediate=config.intermediate, seed=config.seed, init_std=0.02,
-        max_position_embeddings=config.max_positions, tokenizer_dir=out_dir / "tokenizer",
+        out_dir,
+        hidden=config.hidden,
+        layers=config.layers,
+        heads=config.heads,
+        kv_heads=config.kv_heads,
+        intermediate=config.intermediate,
+        seed=config.seed,
+        init_std=0.02,
+        max_position_embeddings=config.max_positions,
+        tokenizer_dir=out_dir / "tokenizer",
     )
     shutil.rmtree(out_dir / "tokenizer")
     model = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32)
@@ -109,7 +116,14 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
 
 def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int):
     """A byte-level BPE learned from `lines`, saved as a PreTrainedTokenizerFast that adds <s>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
@@ -118,11 +132,15 @@ def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int):
     bpe.train_from_iterator(
         lines,
         trainer=trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
         ),
     )
-    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))])
+    bpe.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
+    )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out_dir))

@@ -10,6 +10,9 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.markup import escape
+
+from consumers.land.spec import LandError
 from consumers.land.tasks import BUILTIN_TASKS
 
 DEFAULT_ADAPTER_PREFIX = "land/"
@@ -25,11 +28,17 @@ def add_land_parsers(
         "mixed concurrent run through Kafka; print a leaderboard, write JSON and a bar chart.",
     )
     evaluate.add_argument(
-        "--task", action="append", dest="tasks", metavar="NAME|FILE",
+        "--task",
+        action="append",
+        dest="tasks",
+        metavar="NAME|FILE",
         help=f"a built-in task ({', '.join(BUILTIN_TASKS)}) or a task JSON file; repeatable (default: all built-ins)",
     )
     evaluate.add_argument(
-        "--adapter", action="append", default=[], metavar="TASK=ID",
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="TASK=ID",
         help="the adapter of a task (default: <adapter-prefix><task>)",
     )
     evaluate.add_argument("--adapter-prefix", default=DEFAULT_ADAPTER_PREFIX, help="(default %(default)s)")
@@ -48,8 +57,9 @@ def add_land_parsers(
         "events on the embedded Tansu broker, serve them all at once and evaluate them through Kafka; "
         "print the leaderboard and write docs/land.md and docs/bench/land.json|png.",
     )
-    land.add_argument("--task", action="append", dest="tasks", metavar="NAME",
-                      help="built-in task; repeatable (default: all)")
+    land.add_argument(
+        "--task", action="append", dest="tasks", metavar="NAME", help="built-in task; repeatable (default: all)"
+    )
     land.add_argument("--workdir", default=".cache/land", help="base cache and run files (default %(default)s)")
     land.add_argument("--docs", default="docs", help="where land.md and bench/land.json|png go (default %(default)s)")
     land.add_argument("--max-rows", type=int, default=None, help="test rows per task (default: all)")
@@ -60,37 +70,58 @@ def add_land_parsers(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from consumers.commands import kafka_config, run_async
+    from consumers.commands import console, kafka_config, run_async
     from consumers.land.evaluate import EvalConfig
     from consumers.land.session import eval_session
     from consumers.land.tasks import load_task
     from streamer import TopicNames
 
-    tasks = [load_task(ref) for ref in (args.tasks or BUILTIN_TASKS)]
+    try:
+        tasks = [load_task(ref) for ref in (args.tasks or BUILTIN_TASKS)]
+        config = EvalConfig(max_test_rows=args.max_rows, max_inflight=args.max_inflight, timeout_s=args.timeout_s)
+    except (LandError, ValueError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        return 2
     adapter_ids = {task.name: f"{args.adapter_prefix}{task.name}" for task in tasks}
     for pair in args.adapter:
         task_name, sep, adapter_id = pair.partition("=")
         if not sep or task_name not in adapter_ids:
-            raise SystemExit(f"--adapter {pair!r}: expected TASK=ID for one of {sorted(adapter_ids)}")
+            console.print(f"[red]--adapter {escape(pair)}[/]: expected TASK=ID for one of {sorted(adapter_ids)}")
+            return 2
         adapter_ids[task_name] = adapter_id
-    config = EvalConfig(max_test_rows=args.max_rows, max_inflight=args.max_inflight, timeout_s=args.timeout_s)
     result = run_async(
-        eval_session(kafka_config(args), TopicNames(args.topic_prefix), tasks, adapter_ids, config,
-                     json_path=Path(args.json), plot_path=Path(args.plot))
+        eval_session(
+            kafka_config(args),
+            TopicNames(args.topic_prefix),
+            tasks,
+            adapter_ids,
+            config,
+            json_path=Path(args.json),
+            plot_path=Path(args.plot),
+            console=console,
+        )
     )
     return 0 if not any(t.num_failed_adapter + t.num_failed_base for t in result.tasks) else 1
 
 
 def cmd_land(args: argparse.Namespace) -> int:
-    from consumers.commands import run_async
+    from consumers.commands import console, run_async
     from consumers.land.land import LandConfig, quick_config, run_land
 
-    config = quick_config(args.workdir) if args.quick else LandConfig(workdir=args.workdir, docs_dir=args.docs)
     overrides = {"tasks": tuple(args.tasks)} if args.tasks else {}
     if args.max_rows is not None:
         overrides["max_test_rows"] = args.max_rows
     if args.steps is not None:
         overrides["steps"] = args.steps
-    overrides["num_workers"] = args.workers
-    run_async(run_land(config.replace(**overrides)))
+    try:
+        config = quick_config(args.workdir) if args.quick else LandConfig(workdir=args.workdir, docs_dir=args.docs)
+        config = config.replace(num_workers=args.workers, **overrides)
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        return 2
+    try:
+        run_async(run_land(config, console))
+    except LandError as exc:
+        console.print(f"[red]land failed:[/] {escape(str(exc))}")
+        return 1
     return 0

@@ -3,9 +3,10 @@
 Plain narrative sentences over `vocab` — people travelling between cities, meals and how they
 went, news of ministers and matches, counting and sums — so the base knows this small world as
 a real base knows ours: the words, that a name mentioned once tends to come back, that rude
-staff make a negative evening, that a striker is sports news, that 3 + 4 = 7. It never sees an instruction, a
-`###` section, a cue, a label set or a meaning representation: mapping a prompt to an answer
-is what each task's adapter has to learn.
+staff make a negative evening, that a striker is sports news, that 3 + 4 = 7. It has seen
+quizzes too ("Q: Where does Maria Lopez live? A: Oslo."), so it can answer a question put in a
+form it knows. It never sees the tasks' instructions, `###` sections, cues, label sets or
+meaning representations: mapping a task's prompt to its answer is what the adapter learns.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def _home(rng: random.Random) -> str:
 def _news(rng: random.Random) -> str:
     area = rng.choice(tuple(vocab.TOPIC_WORDS))
     a, b = rng.sample(vocab.TOPIC_WORDS[area], 2)
-    return f"The {a} {rng.choice(vocab.FILLER_VERBS)} that the {b} in {rng.choice(vocab.CITIES)} is big news for {area}."
+    return (
+        f"The {a} {rng.choice(vocab.FILLER_VERBS)} that the {b} in {rng.choice(vocab.CITIES)} is big news for {area}."
+    )
 
 
 def _sum(rng: random.Random) -> str:
@@ -88,11 +91,40 @@ def _story(rng: random.Random) -> str:
     return f"{name} had {a} {item} and got {b} more, so {name} had {a + b} {item}."
 
 
+def _question(rng: random.Random) -> str:
+    """A fact, then a question about it answered after "A:" (a quiz, not any task's format)."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        person, city = _person(rng), rng.choice(vocab.CITIES)
+        return f"{person} lives in {city}. Q: Where does {person} live? A: {city}."
+    if kind == 1:
+        name, item, a, b = rng.choice(vocab.FIRST_NAMES), rng.choice(vocab.ITEMS), rng.randint(1, 12), rng.randint(1, 8)
+        return f"{name} had {a} {item} and got {b} more. Q: How many {item} now? A: {a + b}."
+    if kind == 2:
+        area = rng.choice(tuple(vocab.TOPIC_WORDS))
+        a, b = rng.sample(vocab.TOPIC_WORDS[area], 2)
+        return f"Everyone talks about the {a} and the {b}. Q: What kind of news is it? A: {area} news."
+    good = rng.random() < 0.5
+    word = rng.choice(vocab.POSITIVE_WORDS if good else vocab.NEGATIVE_WORDS)
+    return f"The {rng.choice(vocab.REVIEW_NOUNS)} was {word}. Q: Was it good or bad? A: {'good' if good else 'bad'}."
+
+
 def _plain(rng: random.Random) -> str:
     return f"{_person(rng)} {_words(rng, rng.randint(4, 10))}."
 
 
-SENTENCES: tuple[Sentence, ...] = (_trip, _meeting, _home, _meal, _restaurant, _news, _sum, _story, _plain)
+SENTENCES: tuple[Sentence, ...] = (
+    _trip,
+    _meeting,
+    _home,
+    _meal,
+    _restaurant,
+    _news,
+    _sum,
+    _story,
+    _question,
+    _plain,
+)
 
 
 def corpus_lines(num_lines: int, seed: int) -> Iterator[str]:

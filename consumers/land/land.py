@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -24,17 +23,28 @@ from rich.console import Console
 
 from consumers.land.base_model import BaseModelConfig, cached_base
 from consumers.land.evaluate import EvalConfig
-from consumers.land.land_doc import write_land_doc
-from consumers.land.report import leaderboard, save_chart, write_json
+from consumers.land.land_doc import write_land_report
+from consumers.land.report import leaderboard
 from consumers.land.results import EvalResult
-from consumers.land.session import evaluate_with_progress
+from consumers.land.session import serve_and_evaluate
 from consumers.land.tasks import BUILTIN_TASKS, builtin_task, materialize_task
-from consumers.land.training_run import FineTune, TrainedAdapter, balanced_job_ids, running_workers, train_all
+from consumers.land.training_run import (
+    FineTune,
+    TrainedAdapter,
+    balanced_job_ids,
+    running_workers,
+    train_all,
+)
 from consumers.training_worker import TrainWorkerConfig
-from streamer import KafkaConfig, LoraClient, TansuBroker, TopicNames, default_topic_specs, ensure_topics
+from streamer import (
+    KafkaConfig,
+    TansuBroker,
+    TopicNames,
+    default_topic_specs,
+    ensure_topics,
+)
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_SERVICE_READY_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class LandConfig:
     batch_size: int = 16
     max_seq_len: int = 128
     num_workers: int = 2
+    torch_threads: int = 1  # of this process (pretraining, serving); each training job gets cores / workers
     max_test_rows: int | None = None
     adapter_prefix: str = "land/"
 
@@ -62,8 +73,8 @@ class LandConfig:
         unknown = [t for t in self.tasks if t not in BUILTIN_TASKS]
         if not self.tasks or unknown:
             raise ValueError(f"tasks must be built-in ({', '.join(BUILTIN_TASKS)}); unknown: {unknown}")
-        if self.steps < 1 or self.rank < 1 or self.batch_size < 1 or self.num_workers < 1:
-            raise ValueError("steps, rank, batch_size and num_workers must be >= 1")
+        if min(self.steps, self.rank, self.batch_size, self.num_workers, self.torch_threads) < 1:
+            raise ValueError("steps, rank, batch_size, num_workers and torch_threads must be >= 1")
         if not 0 < self.learning_rate <= 1:
             raise ValueError("learning_rate must be within (0, 1]")
         if self.max_test_rows is not None and self.max_test_rows < 1:
@@ -74,19 +85,31 @@ class LandConfig:
 
     def hyperparameters(self) -> dict:
         """The TrainingRequest hyperparameters of every fine-tune."""
-        return dict(
-            r=self.rank, alpha=2.0 * self.rank, dropout=0.0, target_modules=list(self.target_modules),
-            learning_rate=self.learning_rate, lr_scheduler="cosine", warmup_ratio=0.05,
-            effective_batch_size=self.batch_size, micro_batch_size=self.batch_size, max_steps=self.steps,
-            max_seq_len=self.max_seq_len, quantize="none",
-        )
+        return {
+            "r": self.rank,
+            "alpha": 2.0 * self.rank,
+            "dropout": 0.0,
+            "target_modules": list(self.target_modules),
+            "learning_rate": self.learning_rate,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.05,
+            "effective_batch_size": self.batch_size,
+            "micro_batch_size": self.batch_size,
+            "max_steps": self.steps,
+            "max_seq_len": self.max_seq_len,
+            "quantize": "none",
+        }
 
 
 def quick_config(workdir: str) -> LandConfig:
     """A smoke run in a few minutes: smaller base, three tasks, few steps and rows, no docs."""
     return LandConfig(
-        workdir=workdir, docs_dir=None, tasks=("sentiment", "topic", "data_to_text"),
-        base=BaseModelConfig(steps=200, corpus_lines=2000), steps=30, max_test_rows=20,
+        workdir=workdir,
+        docs_dir=None,
+        tasks=("sentiment", "topic", "data_to_text"),
+        base=BaseModelConfig(steps=200, corpus_lines=2000),
+        steps=30,
+        max_test_rows=20,
     )
 
 
@@ -98,7 +121,21 @@ class LandOutcome:
 
 
 async def run_land(config: LandConfig, console: Console | None = None) -> LandOutcome:
-    console = console or Console(highlight=False)
+    """The whole run; one torch thread by default: on a shared 2-core CPU a second intra-op thread
+    that gets descheduled stalls every op at its barrier (measured: 8x slower pretraining steps)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(config.torch_threads)
+    hf_logging.disable_progress_bar()
+    try:
+        return await _run(config, console or Console(highlight=False))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+async def _run(config: LandConfig, console: Console) -> LandOutcome:
     timings: dict[str, float] = {}
     started = time.monotonic()
     console.rule("[bold]lorastream land — LoRA Land in miniature")
@@ -119,7 +156,10 @@ async def run_land(config: LandConfig, console: Console | None = None) -> LandOu
         trained = await _fine_tune(kafka, topics, config, base_dir, run_dir, files, adapter_ids, console)
         timings["train_s"] = time.monotonic() - phase
         phase = time.monotonic()
-        result = await _serve_and_evaluate(kafka, topics, config, base_dir, run_dir, tasks, adapter_ids, console)
+        eval_config = EvalConfig(max_test_rows=config.max_test_rows)
+        result = await serve_and_evaluate(
+            kafka, topics, base_dir, run_dir / "adapters", tasks, adapter_ids, eval_config, console
+        )
         timings["eval_s"] = time.monotonic() - phase
     timings["total_s"] = time.monotonic() - started
     console.print(leaderboard(result))
@@ -130,27 +170,45 @@ async def run_land(config: LandConfig, console: Console | None = None) -> LandOu
     )
     outcome = LandOutcome(result, tuple(trained), timings)
     if config.docs_dir is not None:
-        _write_docs(Path(config.docs_dir), config, base_dir, outcome, console)
+        paths = write_land_report(Path(config.docs_dir), result, _summary(config, outcome), base_dir)
+        console.print("wrote " + ", ".join(str(p) for p in paths))
     return outcome
 
 
 def _base_with_progress(workdir: Path, config: BaseModelConfig, console: Console) -> Path:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    bar = Progress(TextColumn("[bold]pretraining base"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), console=console)
+    bar = Progress(
+        TextColumn("[bold]pretraining base"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+    )
     with bar:
         progress_id = bar.add_task("base", total=config.steps, loss="")
-        return cached_base(workdir, config, lambda step, total, loss: bar.update(
-            progress_id, completed=step, loss=f"loss {loss:.3f}"))
+        return cached_base(
+            workdir, config, lambda step, total, loss: bar.update(progress_id, completed=step, loss=f"loss {loss:.3f}")
+        )
 
 
 async def _fine_tune(kafka, topics, config: LandConfig, base_dir: Path, run_dir: Path, files, adapter_ids, console):
     worker_configs = [
         TrainWorkerConfig(
-            base_model_path=str(base_dir), adapter_root=str(run_dir / "adapters"), work_dir=str(run_dir / "jobs"),
-            device="cpu", job_threads=max(1, (os.cpu_count() or 1) // config.num_workers),
-            checkpoint_every_steps=max(config.steps, 1), progress_interval_s=1.0,
+            base_model_path=str(base_dir),
+            adapter_root=str(run_dir / "adapters"),
+            work_dir=str(run_dir / "jobs"),
+            device="cpu",
+            job_threads=max(1, (os.cpu_count() or 1) // config.num_workers),
+            checkpoint_every_steps=max(config.steps, 1),
+            progress_interval_s=1.0,
             training_partitions=config.num_workers,
         )
         for _ in range(config.num_workers)
@@ -165,45 +223,28 @@ async def _fine_tune(kafka, topics, config: LandConfig, base_dir: Path, run_dir:
         return await train_all(kafka, topics, fine_tunes, job_ids, console)
 
 
-async def _serve_and_evaluate(kafka, topics, config: LandConfig, base_dir: Path, run_dir: Path, tasks, adapter_ids,
-                              console: Console) -> EvalResult:
-    from consumers.config import ServeConfig
-    from consumers.inference import InferenceService
-    from consumers.serve import build_runner
-
-    runner = await asyncio.to_thread(
-        build_runner, model_path=str(base_dir), adapter_root=str(run_dir / "adapters"), device="cpu")
-    service = InferenceService(kafka, topics, ServeConfig(request_partitions=4), runner)
-    serving = asyncio.create_task(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), _SERVICE_READY_TIMEOUT_S)
-        console.print(f"serving the base and {len(adapter_ids)} adapters from one inference consumer")
-        eval_config = EvalConfig(max_test_rows=config.max_test_rows)
-        async with LoraClient(config=kafka, topics=topics, request_timeout_s=eval_config.timeout_s) as client:
-            return await evaluate_with_progress(client, tasks, adapter_ids, eval_config, console)
-    finally:
-        service.stop()
-        await serving
-
-
-def _write_docs(docs: Path, config: LandConfig, base_dir: Path, outcome: LandOutcome, console: Console) -> None:
-    bench = docs / "bench"
-    extra = {
+def _summary(config: LandConfig, outcome: LandOutcome) -> dict:
+    """What land.json records beside the scores: timings, configuration, each fine-tune's result."""
+    return {
         "timings_s": outcome.timings_s,
         "config": {
-            "tasks": list(config.tasks), "steps": config.steps, "learning_rate": config.learning_rate,
-            "rank": config.rank, "target_modules": list(config.target_modules), "batch_size": config.batch_size,
-            "num_workers": config.num_workers, "base": dataclasses.asdict(config.base),
+            "tasks": list(config.tasks),
+            "steps": config.steps,
+            "learning_rate": config.learning_rate,
+            "rank": config.rank,
+            "target_modules": list(config.target_modules),
+            "batch_size": config.batch_size,
+            "num_workers": config.num_workers,
+            "base": dataclasses.asdict(config.base),
         },
         "training": {
-            t.task: {"adapter_id": t.adapter_id, "version": t.registered.version, "checksum": t.registered.checksum,
-                     "final_loss": t.completed.loss, "metrics": t.completed.metrics}
+            t.task: {
+                "adapter_id": t.adapter_id,
+                "version": t.registered.version,
+                "checksum": t.registered.checksum,
+                "final_loss": t.completed.loss,
+                "metrics": t.completed.metrics,
+            }
             for t in outcome.trained
         },
-        "environment": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                        "loadavg_1m_end": os.getloadavg()[0]},
     }
-    json_path = write_json(bench / "land.json", outcome.result, extra)
-    png_path = save_chart(bench / "land.png", outcome.result)
-    md_path = write_land_doc(docs / "land.md", json_path, png_path, base_dir)
-    console.print(f"wrote {md_path}, {json_path}, {png_path}")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
+from consumers.land.report import save_chart, write_json
+from consumers.land.results import EvalResult
 from consumers.land.tasks import BUILTIN_TASKS
 
 _INTRO = """\
@@ -28,15 +31,18 @@ A random-weight base knows nothing, and "the adapter beats it" would say nothing
 is a {params} Llama ({layers} layers, hidden {hidden}, {vocab}-token BPE) pretrained for {steps}
 steps on generic synthetic text (`consumers/land/corpus.py`) built from the tasks' vocabulary:
 people travelling between cities, meals and how they went, news of ministers and matches,
-counting stories and sums. It knows this small world the way a real base knows ours — that rude
-staff make a negative evening, that a striker is sports news, that 3 + 4 = 7 — but it has never
-seen an instruction, a `###` section, a cue, a label set or a meaning representation. So, as in
-LoRA Land, what an adapter adds is the task: the format, the label set and the mapping. The base
-is built once (final pretraining loss {loss:.2f}) and cached under the work folder.
+counting stories and sums, and short quizzes ("Q: Where does Maria Lopez live? A: Oslo."). It
+knows this small world the way a real base knows ours — that rude staff make a negative evening,
+that a striker is sports news, that 3 + 4 = 7 — but it has never seen the tasks' instructions,
+`###` sections, cues, label sets or meaning representations. So, as in LoRA Land, what an
+adapter adds is the task: its format, its label set, its mapping. The base is built once (final
+pretraining loss {loss:.2f}) and cached under the work folder.
 
-Base and adapters are scored on the same prompts, greedily. An answer is cut at its first
-newline or `###` before scoring, so a base that rambles on is neither charged nor credited for
-the ramble.
+Read the base column with that in mind: the base often has the right idea in its own words (it
+may answer a positive review with "good."), and the metrics do not translate: loose label
+matching forgives case, punctuation and extra words, not synonyms. Base and adapters are scored
+on the same prompts, greedily; an answer is cut at its first newline or `###`, so a base that
+rambles on is neither charged nor credited for the ramble.
 """
 
 _SETUP = """\
@@ -49,6 +55,47 @@ higher rate and rank to learn in minutes. {workers} training workers (one consum
 the jobs, each job in its own process.
 """
 
+_USAGE = """\
+## Your own tasks, your own service: `lorastream eval`
+
+`lorastream eval` runs the evaluation half against any running service (`lorastream serve`):
+
+```bash
+lorastream eval --task sentiment --task intent.json --adapter intent=acme/intent \\
+    --max-rows 200 --json eval.json --plot eval.png --bootstrap-servers kafka:9092
+```
+
+A `--task` is a built-in name or a task file; a task's adapter is `land/<task>` unless
+`--adapter TASK=ID` says otherwise. A task file names its metric (`accuracy` with `labels`,
+`rouge_l`, `last_number`, or `closeness` with `value_range`), a completion-style template whose
+last line is the cue, and JSONL splits whose rows hold the template's fields and `completion`
+(without a template: ready `prompt` and `completion`):
+
+```json
+{"name": "intent", "metric": "accuracy", "labels": ["refund", "delivery"],
+ "template": "Classify the message.\\n### Message: {text}\\n### Label:",
+ "train": "train.jsonl", "test": "test.jsonl", "max_new_tokens": 4}
+```
+
+The JSON it writes has `"tasks": {name: {"base": …, "adapter": …, "gain": …}}` and
+`"mean_gain_points"`, scores in points (0-100). `consumers.land.materialize_task(name, dir)` writes
+a built-in task's `train.jsonl`/`test.jsonl` (prompt/completion rows) and its `task.json`, which is
+how a `TrainingRequest` naming `dataset.task` finds its data.
+"""
+
+
+def write_land_report(docs_dir: Path, result: EvalResult, summary: dict, base_dir: Path) -> tuple[Path, Path, Path]:
+    """docs/bench/land.json (scores + `summary` + this machine), docs/bench/land.png, then docs/land.md."""
+    environment = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_1m_end": os.getloadavg()[0],
+    }
+    json_path = write_json(docs_dir / "bench" / "land.json", result, {**summary, "environment": environment})
+    png_path = save_chart(docs_dir / "bench" / "land.png", result)
+    return write_land_doc(docs_dir / "land.md", json_path, png_path, base_dir), json_path, png_path
+
 
 def write_land_doc(path: str | Path, json_path: str | Path, chart_path: str | Path, base_dir: str | Path) -> Path:
     """Render docs/land.md from the run's JSON (and the base's pretraining summary)."""
@@ -58,16 +105,30 @@ def write_land_doc(path: str | Path, json_path: str | Path, chart_path: str | Pa
     config, base = run["config"], run["config"]["base"]
     chart = os.path.relpath(chart_path, path.parent)
     lines = [_INTRO.format(chart=chart), _headline(run), _table(run), _examples(run)]
-    lines.append(_BASE.format(
-        params=_params_text(pretraining), layers=base["layers"], hidden=base["hidden"], vocab=base["vocab_size"],
-        steps=base["steps"], loss=pretraining["final_loss"],
-    ))
-    lines.append(_SETUP.format(
-        rank=config["rank"], alpha=2 * config["rank"], targets=", ".join(config["target_modules"]),
-        steps=config["steps"], batch=config["batch_size"], lr=config["learning_rate"], workers=config["num_workers"],
-    ))
+    lines.append(
+        _BASE.format(
+            params=_params_text(pretraining),
+            layers=base["layers"],
+            hidden=base["hidden"],
+            vocab=base["vocab_size"],
+            steps=base["steps"],
+            loss=pretraining["final_loss"],
+        )
+    )
+    lines.append(
+        _SETUP.format(
+            rank=config["rank"],
+            alpha=2 * config["rank"],
+            targets=", ".join(config["target_modules"]),
+            steps=config["steps"],
+            batch=config["batch_size"],
+            lr=config["learning_rate"],
+            workers=config["num_workers"],
+        )
+    )
     lines.append(_tasks_table(run))
     lines.append(_timings(run))
+    lines.append(_USAGE)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
@@ -83,26 +144,43 @@ def _headline(run: dict) -> str:
 
 
 def _table(run: dict) -> str:
-    rows = ["## Leaderboard\n", "| task | metric | test rows | base | fine-tuned | gain |", "|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "## Leaderboard\n",
+        "| task | metric | test rows | base | fine-tuned | gain |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for name, t in sorted(run["tasks"].items(), key=lambda kv: kv[1]["gain"], reverse=True):
-        rows.append(f"| {name} | {t['metric']} | {t['num_rows']} | {t['base']:.1f} | {t['adapter']:.1f} | {t['gain']:+.1f} |")
-    rows.append(f"| **mean** | | | {run['mean_base']:.1f} | {run['mean_adapter']:.1f} | **{run['mean_gain_points']:+.1f}** |")
+        rows.append(
+            f"| {name} | {t['metric']} | {t['num_rows']} | {t['base']:.1f} | {t['adapter']:.1f} | {t['gain']:+.1f} |"
+        )
+    rows.append(
+        f"| **mean** | | | {run['mean_base']:.1f} | {run['mean_adapter']:.1f} | **{run['mean_gain_points']:+.1f}** |"
+    )
     return "\n".join(rows) + "\n"
 
 
 def _examples(run: dict) -> str:
-    rows = ["## One test prompt per task\n", "| task | gold | base answered | fine-tuned answered |", "|---|---|---|---|"]
+    rows = [
+        "## One test prompt per task\n",
+        "| task | gold | base answered | fine-tuned answered |",
+        "|---|---|---|---|",
+    ]
     for name, t in run["tasks"].items():
-        rows.append(f"| {name} | {_cell(t['example_gold'])} | {_cell(t['example_base'])} | {_cell(t['example_adapter'])} |")
+        rows.append(
+            f"| {name} | {_cell(t['example_gold'])} | {_cell(t['example_base'])} | {_cell(t['example_adapter'])} |"
+        )
     return "\n".join(rows) + "\n"
 
 
 def _tasks_table(run: dict) -> str:
-    rows = ["## Tasks\n", "Synthetic, generated in code with fixed seeds and fixed splits (`consumers/land/tasks.py`); "
-            "each is modelled on a LoRA Land task.\n", "| task | what | modelled on | metric |", "|---|---|---|---|"]
+    intro = (
+        "Synthetic, generated in code with fixed seeds and fixed splits (`consumers/land/tasks.py`); "
+        "each is modelled on a LoRA Land task.\n"
+    )
+    rows = ["## Tasks\n", intro, "| task | what | modelled on | metric |", "|---|---|---|---|"]
     for name in run["tasks"]:
-        spec = BUILTIN_TASKS[name].spec if name in BUILTIN_TASKS else None
-        if spec is not None:
+        if name in BUILTIN_TASKS:
+            spec = BUILTIN_TASKS[name].spec
             rows.append(f"| {name} | {spec.description} | {spec.modelled_on} | {spec.metric.value} |")
     return "\n".join(rows) + "\n"
 

@@ -1,6 +1,6 @@
 """Scoring one generated answer against its gold completion; every score is in [0, 1].
 
-An answer is first cut to what follows the cue: leading space kept out, and nothing after the
+An answer is first cut to what follows the cue: leading whitespace skipped, and nothing after the
 first newline or the next `###` section (a base model that never stops is not charged for the
 rest of its ramble, nor credited for it).
 """
@@ -28,19 +28,16 @@ def words(text: str) -> list[str]:
 
 
 def match_label(answer: str, labels: Sequence[str]) -> str | None:
-    """The label an answer names, loosely: case and punctuation ignored, extra words allowed.
+    """The one label an answer names, loosely: case, punctuation and extra words are ignored.
 
-    The answer's leading words win ("Positive, clearly" → positive); otherwise a label that is
-    the only one appearing anywhere in it; otherwise None (no label, or several).
+    None when no label appears, or several do ("positive or negative" echoes the options and is
+    not an answer). A label inside a longer label that also appears ("new" in "new york") does
+    not count on its own.
     """
     tokens = words(answer)
-    by_length = sorted(labels, key=lambda label: len(words(label)), reverse=True)
-    for label in by_length:
-        label_tokens = words(label)
-        if label_tokens and tokens[: len(label_tokens)] == label_tokens:
-            return label
-    present = [label for label in labels if _contains(tokens, words(label))]
-    return present[0] if len(present) == 1 else None
+    present = [label for label in dict.fromkeys(labels) if _contains(tokens, words(label))]
+    named = [p for p in present if not any(q != p and _contains(words(q), words(p)) for q in present)]
+    return named[0] if len(named) == 1 else None
 
 
 def _contains(tokens: list[str], part: list[str]) -> bool:

@@ -1,7 +1,7 @@
 """Scores of an evaluation, in points (0-100), and their JSON form.
 
-    {"tasks": {"sentiment": {"base": 12.0, "adapter": 97.0, "gain": 85.0, "metric": "accuracy", ...}},
-     "mean_base": …, "mean_adapter": …, "mean_gain_points": …, "num_requests": …, "wall_s": …}
+{"tasks": {"sentiment": {"base": 12.0, "adapter": 97.0, "gain": 85.0, "metric": "accuracy", ...}},
+ "mean_base": …, "mean_adapter": …, "mean_gain_points": …, "num_requests": …, "wall_s": …}
 """
 
 from __future__ import annotations

@@ -1,18 +1,29 @@
-"""An evaluation with a progress bar, and `lorastream eval`'s whole session (client, report files)."""
+"""An evaluation with a progress bar; `lorastream eval`'s session (client, report files); and an
+in-process inference consumer evaluated through Kafka (what `lorastream land` does)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from consumers.land.evaluate import Answer, EvalConfig, evaluate, plan_requests
 from consumers.land.report import leaderboard, save_chart, write_json
 from consumers.land.results import EvalResult
 from consumers.land.spec import Task
 from streamer import KafkaConfig, LoraClient, TopicNames
+
+_SERVICE_READY_TIMEOUT_S = 120.0
 
 
 async def evaluate_with_progress(
@@ -21,8 +32,13 @@ async def evaluate_with_progress(
     """`evaluate` with a bar over every request of the run (failures counted beside it)."""
     total = len(plan_requests(tasks, adapter_ids, config))
     bar = Progress(
-        TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn("[bold]evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
     failed = 0
 
@@ -56,3 +72,34 @@ async def eval_session(
     save_chart(plot_path, result)
     console.print(f"mean gain [bold]{result.mean_gain_points:+.1f}[/] points; wrote {json_path} and {plot_path}")
     return result
+
+
+async def serve_and_evaluate(
+    kafka: KafkaConfig,
+    topics: TopicNames,
+    model_dir: Path,
+    adapter_root: Path,
+    tasks: Sequence[Task],
+    adapter_ids: dict[str, str],
+    config: EvalConfig,
+    console: Console,
+) -> EvalResult:
+    """An inference consumer in this process (engine on its own thread) serving the base and every
+    adapter under `adapter_root`, evaluated through Kafka, then stopped."""
+    from consumers.config import ServeConfig
+    from consumers.inference import InferenceService
+    from consumers.serve import build_runner
+
+    runner = await asyncio.to_thread(
+        build_runner, model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"
+    )
+    service = InferenceService(kafka, topics, ServeConfig(request_partitions=4), runner)
+    serving = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), _SERVICE_READY_TIMEOUT_S)
+        console.print(f"serving the base and {len(adapter_ids)} adapters from one inference consumer")
+        async with LoraClient(config=kafka, topics=topics, request_timeout_s=config.timeout_s) as client:
+            return await evaluate_with_progress(client, tasks, adapter_ids, config, console)
+    finally:
+        service.stop()
+        await serving

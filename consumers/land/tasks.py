@@ -23,7 +23,14 @@ from pathlib import Path
 
 from consumers.land import generators, vocab
 from consumers.land.generators import Generator
-from consumers.land.spec import Metric, Task, TaskDataInvalid, TaskNotFound, TaskRow, TaskSpec
+from consumers.land.spec import (
+    Metric,
+    Task,
+    TaskDataInvalid,
+    TaskNotFound,
+    TaskRow,
+    TaskSpec,
+)
 
 NUM_TRAIN_ROWS = 2000
 NUM_TEST_ROWS = 100
@@ -46,51 +53,71 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
     for t in (
         BuiltinTask(
             TaskSpec(
-                "sentiment", Metric.ACCURACY,
+                "sentiment",
+                Metric.ACCURACY,
                 _template("Is the review positive or negative?", "review", "Review", "Label"),
-                description="review sentiment by lexicon", labels=("positive", "negative"),
-                max_new_tokens=4, modelled_on="sst2",
+                description="review sentiment by lexicon",
+                labels=("positive", "negative"),
+                max_new_tokens=4,
+                modelled_on="sst2",
             ),
             generators.sentiment,
         ),
         BuiltinTask(
             TaskSpec(
-                "topic", Metric.ACCURACY,
-                _template("Classify the headline: world, sports, business or science.", "headline", "Headline", "Topic"),
-                description="news topic of a headline", labels=tuple(vocab.TOPIC_WORDS),
-                max_new_tokens=4, modelled_on="agnews",
+                "topic",
+                Metric.ACCURACY,
+                _template(
+                    "Classify the headline: world, sports, business or science.", "headline", "Headline", "Topic"
+                ),
+                description="news topic of a headline",
+                labels=tuple(vocab.TOPIC_WORDS),
+                max_new_tokens=4,
+                modelled_on="agnews",
             ),
             generators.topic,
         ),
         BuiltinTask(
             TaskSpec(
-                "arithmetic", Metric.LAST_NUMBER,
+                "arithmetic",
+                Metric.LAST_NUMBER,
                 _template("Solve the problem.", "question", "Problem", "Answer"),
-                description="one-step word problems", max_new_tokens=10, modelled_on="gsm8k",
+                description="one-step word problems",
+                max_new_tokens=10,
+                modelled_on="gsm8k",
             ),
             generators.arithmetic,
         ),
         BuiltinTask(
             TaskSpec(
-                "data_to_text", Metric.ROUGE_L,
+                "data_to_text",
+                Metric.ROUGE_L,
                 _template("Describe the restaurant in one sentence.", "meaning", "Data", "Text"),
-                description="restaurant attributes to a sentence", max_new_tokens=24, modelled_on="e2e_nlg",
+                description="restaurant attributes to a sentence",
+                max_new_tokens=24,
+                modelled_on="e2e_nlg",
             ),
             generators.data_to_text,
         ),
         BuiltinTask(
             TaskSpec(
-                "entities", Metric.ROUGE_L,
+                "entities",
+                Metric.ROUGE_L,
                 _template("Name the person and the city.", "sentence", "Sentence", "Entities"),
-                description="person and city extraction", max_new_tokens=16, modelled_on="conllpp",
+                description="person and city extraction",
+                max_new_tokens=16,
+                modelled_on="conllpp",
             ),
             generators.entities,
         ),
         BuiltinTask(
             TaskSpec(
-                "rating", Metric.CLOSENESS,
+                "rating",
+                Metric.CLOSENESS,
                 _template("Rate the review from 1 to 5 stars.", "review", "Review", "Stars"),
-                description="review stars by lexicon", value_range=(1, 5), max_new_tokens=4,
+                description="review stars by lexicon",
+                value_range=(1, 5),
+                max_new_tokens=4,
                 modelled_on="yelp (regression)",
             ),
             generators.rating,
@@ -153,6 +180,7 @@ def load_task(ref: str | Path) -> Task:
 
 
 def load_task_file(path: str | Path) -> Task:
+    """A user task (see the module docstring); raises TaskDataInvalid."""
     path = Path(path)
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
@@ -163,7 +191,10 @@ def load_task_file(path: str | Path) -> Task:
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TaskDataInvalid(f"task file {path}: {exc!r}") from exc
     train = read_rows(spec, path.parent / train_file) if train_file else ()
-    return Task(spec, train, read_rows(spec, path.parent / test_file))
+    test = read_rows(spec, path.parent / test_file)
+    if not test:
+        raise TaskDataInvalid(f"task file {path}: {test_file} has no rows")
+    return Task(spec, train, test)
 
 
 def read_rows(spec: TaskSpec, path: Path) -> tuple[TaskRow, ...]:
@@ -204,6 +235,14 @@ def materialize_task(task: str | Task, out_dir: str | Path) -> TaskFiles:
     spec.update(metric=task.spec.metric.value, template=None, train="train.jsonl", test="test.jsonl")
     _write_atomic(files.spec_path, json.dumps(spec, indent=2) + "\n")
     return files
+
+
+def builtin_train_file(name: str, out_dir: str | Path) -> Path:
+    """The training JSONL of built-in task `name`, written under `out_dir` (for `DatasetRef.task`).
+
+    Only built-in names: a name that came in an event never becomes a path. Raises TaskNotFound.
+    """
+    return materialize_task(builtin_task(name), out_dir).train_path
 
 
 def _write_atomic(path: Path, text: str) -> None:

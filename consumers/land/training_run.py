@@ -16,17 +16,31 @@ from dataclasses import dataclass
 
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from consumers.land.spec import LandError
 from consumers.training_worker import TrainingWorker, TrainWorkerConfig
-from schemas import AdapterEvent, DatasetRef, InvalidEvent, JobState, TrainingEvent, decode_adapter_event
-from streamer import KafkaConfig, TopicNames, make_consumer
+from schemas import (
+    AdapterEvent,
+    DatasetRef,
+    InvalidEvent,
+    JobState,
+    TrainingEvent,
+    decode_adapter_event,
+)
+from streamer import KafkaConfig, RequestTimeout, TopicNames, make_consumer
 from streamer.training_client import build_training_request, submit_training
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
 _REGISTRY_TIMEOUT_S = 30.0
+_JOB_IDLE_TIMEOUT_S = 600.0  # a job that sends no event this long (worker gone) fails the land
 
 
 class TrainingFailed(LandError):
@@ -62,11 +76,15 @@ def balanced_job_ids(tasks: Sequence[str], num_partitions: int, salt: str) -> di
             if partitioner(job_id.encode(), partitions, partitions) == i % num_partitions:
                 job_ids[task] = job_id
                 break
+        else:
+            raise LandError(f"no job id for {task!r} lands on partition {i % num_partitions}")
     return job_ids
 
 
 @contextlib.asynccontextmanager
-async def running_workers(kafka: KafkaConfig, topics: TopicNames, configs: Sequence[TrainWorkerConfig]) -> AsyncIterator[None]:
+async def running_workers(
+    kafka: KafkaConfig, topics: TopicNames, configs: Sequence[TrainWorkerConfig]
+) -> AsyncIterator[None]:
     """Training workers running on this event loop until the block ends."""
     workers = [TrainingWorker(kafka, topics, config) for config in configs]
     runs = [asyncio.create_task(worker.run(), name=f"land-worker-{i}") for i, worker in enumerate(workers)]
@@ -94,21 +112,33 @@ async def train_all(
     Raises TrainingFailed naming the jobs that did not complete.
     """
     bars = Progress(
-        TextColumn("[bold]{task.description:<14}"), TextColumn("{task.fields[state]:<10}"), BarColumn(),
-        MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]{task.description:<14}"),
+        TextColumn("{task.fields[state]:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        console=console,
     )
     with bars:
         finals = await asyncio.gather(*(_train_one(kafka, topics, ft, job_ids[ft.task], bars) for ft in fine_tunes))
-    failed = [f"{ft.task}: {event.state.value} {event.reason or ''}".strip()
-              for ft, event in zip(fine_tunes, finals, strict=True) if event.state is not JobState.COMPLETED]
+    failed = [
+        f"{ft.task}: {event.state.value} {event.reason or ''}".strip()
+        for ft, event in zip(fine_tunes, finals, strict=True)
+        if event.state is not JobState.COMPLETED
+    ]
     if failed:
         raise TrainingFailed("fine-tunes did not complete: " + "; ".join(failed))
     registered = await read_registry(kafka, topics, {ft.adapter_id for ft in fine_tunes})
-    return [TrainedAdapter(ft.task, ft.adapter_id, event, registered[ft.adapter_id])
-            for ft, event in zip(fine_tunes, finals, strict=True)]
+    return [
+        TrainedAdapter(ft.task, ft.adapter_id, event, registered[ft.adapter_id])
+        for ft, event in zip(fine_tunes, finals, strict=True)
+    ]
 
 
-async def _train_one(kafka: KafkaConfig, topics: TopicNames, fine_tune: FineTune, job_id: str, bars: Progress) -> TrainingEvent:
+async def _train_one(
+    kafka: KafkaConfig, topics: TopicNames, fine_tune: FineTune, job_id: str, bars: Progress
+) -> TrainingEvent:
     request = build_training_request(
         fine_tune.adapter_id,
         DatasetRef(uri=fine_tune.train_path, task=fine_tune.task),
@@ -118,15 +148,18 @@ async def _train_one(kafka: KafkaConfig, topics: TopicNames, fine_tune: FineTune
     )
     bar = bars.add_task(fine_tune.task, total=None, state="submitted", loss="")
     async with await submit_training(kafka, topics, request) as job:
-        async for event in job.events():
-            fields = {"state": event.state.value}
-            if event.total_steps is not None:
-                fields["total"] = event.total_steps
-            if event.step is not None:
-                fields["completed"] = event.step
-            if event.loss is not None:
-                fields["loss"] = f"loss {event.loss:.3f}"
-            bars.update(bar, **fields)
+        try:
+            async for event in job.events(idle_timeout_s=_JOB_IDLE_TIMEOUT_S):
+                fields = {"state": event.state.value}
+                if event.total_steps is not None:
+                    fields["total"] = event.total_steps
+                if event.step is not None:
+                    fields["completed"] = event.step
+                if event.loss is not None:
+                    fields["loss"] = f"loss {event.loss:.3f}"
+                bars.update(bar, **fields)
+        except RequestTimeout:
+            raise TrainingFailed(f"{fine_tune.task}: no event for {_JOB_IDLE_TIMEOUT_S:.0f}s") from None
         return job.last_event
 
 
