@@ -6,12 +6,13 @@ KAFKA_DIR := .cache/kafka
 KAFKA_STAMP := $(KAFKA_DIR)/.stamp
 VENV_STAMP := $(VENV)/.stamp
 
-.PHONY: venv kafka-jars test test-fast demo bench clean help
+.PHONY: venv kafka-jars test test-fast demo land bench clean help
 
 help:
 	@echo "make demo   - embedded broker + service on a tiny model with two adapters, streamed output"
 	@echo "make test   - the whole suite (starts a real Apache Kafka from Maven Central jars)"
-	@echo "make bench  - every benchmark; writes docs/bench/*.json|png"
+	@echo "make land   - LoRA Land in miniature: train one adapter per task through Kafka, evaluate, report"
+	@echo "make bench  - every benchmark; writes docs/bench/*.json|png and docs/benchmarks.md"
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +35,9 @@ test: $(VENV_STAMP) $(KAFKA_STAMP)
 
 demo: $(VENV_STAMP)
 	$(BIN)/lorastream demo
+
+land: $(VENV_STAMP)
+	$(BIN)/lorastream land
 
 bench: $(VENV_STAMP)
 	$(BIN)/lorastream bench all --out docs/bench

@@ -1,4 +1,4 @@
-"""`lorastream` — the command line: serve, broker, topics, send, tail, demo, bench."""
+"""`lorastream` — the command line: serve, broker, topics, send, tail, demo, bench, train, eval, land."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BENCHMARKS = {"engine": "bench.engine", "kafka": "bench.kafka", "train": "bench.train", "all": "bench.report"}
 
 
-def _kafka_options(parser: argparse.ArgumentParser) -> None:
+def kafka_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Kafka connection")
     group.add_argument(
         "--bootstrap-servers",
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--chunk-flush-ms", type=float, default=20.0)
     serve.add_argument("--request-partitions", type=int, default=8)
     serve.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on this port")
-    _kafka_options(serve)
+    kafka_options(serve)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)", description="Run the embedded, memory-only Tansu broker until interrupted.")
     broker.add_argument("--port", type=int, default=9092)
@@ -71,17 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or list lorastream topics", description="Create (idempotent), list or delete the topics.")
     topics.add_argument("action", choices=["create", "list", "delete"])
     topics.add_argument("--request-partitions", type=int, default=8)
-    _kafka_options(topics)
+    kafka_options(topics)
 
     send = sub.add_parser("send", help="send one prompt and print tokens as they stream", description="Send one prompt; print the streamed tokens and the final usage.")
     send.add_argument("prompt")
     _sampling_options(send)
-    _kafka_options(send)
+    kafka_options(send)
 
     tail = sub.add_parser("tail", help="follow the results topic", description="Print every Final/Error record on the results topic.")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--max-records", type=int, default=None, help="exit after this many records")
-    _kafka_options(tail)
+    kafka_options(tail)
 
     demo = sub.add_parser("demo", help="embedded broker + service on a tiny model with two adapters", description="Build a tiny model and two adapters, start the embedded broker and the service, stream answers from the base and both adapters.")
     demo.add_argument("--workdir", default="demo-out")
@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from consumers.train_commands import add_train_parsers
 
-    add_train_parsers(sub, _kafka_options)
+    add_train_parsers(sub, kafka_options)
+
+    from consumers.land import add_land_parsers
+
+    add_land_parsers(sub, kafka_options)
     return parser
 
 

@@ -48,11 +48,12 @@ def add_train_parsers(
         description="Publish a TrainingRequest and show its events as a progress bar until it ends.",
     )
     train.add_argument("--adapter", required=True, help="id of the new adapter, e.g. acme/sql")
-    train.add_argument(
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--dataset",
-        required=True,
         help="JSONL with prompt/completion fields: a path the worker can read, or file:// URI",
     )
+    source.add_argument("--task", help="a built-in task the worker generates (see `lorastream eval --help`)")
     train.add_argument("--prompt-field", default="prompt")
     train.add_argument("--completion-field", default="completion")
     train.add_argument("--job-id", default=None, help="default: a fresh uuid")
@@ -96,11 +97,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     hyperparameters = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.targets:
         hyperparameters["target_modules"] = [t.strip() for t in args.targets.split(",") if t.strip()]
-    dataset = args.dataset if "://" in args.dataset else os.path.abspath(args.dataset)  # the worker reads it
+    if args.task is not None:
+        dataset = DatasetRef(task=args.task)
+    else:
+        uri = args.dataset if "://" in args.dataset else os.path.abspath(args.dataset)  # the worker reads it
+        dataset = DatasetRef(uri=uri, prompt_field=args.prompt_field, completion_field=args.completion_field)
     try:
         request = build_training_request(
             args.adapter,
-            DatasetRef(uri=dataset, prompt_field=args.prompt_field, completion_field=args.completion_field),
+            dataset,
             job_id=args.job_id,
             base_model=args.base_model,
             overwrite=args.overwrite,

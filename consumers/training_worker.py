@@ -131,16 +131,29 @@ class PreparedJob:
     attempt: int
 
 
+def _builtin_dataset(config: TrainWorkerConfig, task: str) -> Path:
+    """The training JSONL of a built-in task (consumers.land), written once under the work dir."""
+    from consumers.land import TaskNotFound, builtin_train_file
+
+    try:
+        return builtin_train_file(task, Path(config.work_dir) / "tasks")
+    except TaskNotFound as exc:
+        raise JobRefused(f"unknown built-in task {task!r}: {exc}") from exc
+
+
 def prepare_job(config: TrainWorkerConfig, request: TrainingRequest) -> PreparedJob:
     """Validate a request and write its job spec (blocking file IO: run it in a thread)."""
     if request.base_model not in (None, config.base_name, config.base_model_path):
         raise JobRefused(f"unknown base model {request.base_model!r}; this worker trains {config.base_name!r}")
     dataset = request.dataset
-    if dataset.uri is None:
-        raise JobRefused(f"no dataset.uri (built-in task {dataset.task!r} is not available here)")
-    if "://" in dataset.uri and not dataset.uri.startswith("file://"):
-        raise JobRefused(f"dataset {dataset.uri}: only local paths and file:// URIs are supported")
-    dataset_path = dataset.uri.removeprefix("file://")
+    if dataset.uri is not None:
+        if "://" in dataset.uri and not dataset.uri.startswith("file://"):
+            raise JobRefused(f"dataset {dataset.uri}: only local paths and file:// URIs are supported")
+        dataset_path = dataset.uri.removeprefix("file://")
+    elif dataset.task is not None:
+        dataset_path = str(_builtin_dataset(config, dataset.task))
+    else:
+        raise JobRefused("dataset needs a uri or a built-in task name")
     try:
         load_rows(dataset_path, dataset.prompt_field, dataset.completion_field)
     except (DatasetNotFoundError, DatasetInvalidError) as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from consumers.cli import _kafka_options
+from consumers.cli import kafka_options
 from consumers.land.commands import add_land_parsers
 from consumers.logs import configure
 
@@ -13,7 +13,7 @@ from consumers.logs import configure
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m consumers.land", description=__doc__)
     parser.add_argument("--log-level", default="WARNING")
-    add_land_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), _kafka_options)
+    add_land_parsers(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), kafka_options)
     args = parser.parse_args(argv)
     configure(args.log_level)
     return args.handler(args)

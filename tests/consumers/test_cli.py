@@ -9,7 +9,7 @@ import pytest
 
 from consumers.cli import BENCHMARKS, main
 
-COMMANDS = ["serve", "broker", "topics", "send", "tail", "demo", "bench", "train", "train-worker"]
+COMMANDS = ["serve", "broker", "topics", "send", "tail", "demo", "bench", "train", "train-worker", "eval", "land"]
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
