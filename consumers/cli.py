@@ -52,7 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run an inference consumer", description="Join the inference consumer group and answer requests.")
     serve.add_argument("--model", required=True, help="local Hugging Face model directory")
-    serve.add_argument("--adapters", default=None, help="directory of PEFT adapters: <dir>/<adapter_id>/")
+    serve.add_argument(
+        "--adapters", default=os.environ.get("LORASTREAM_ADAPTERS"),
+        help="adapter store: a directory <dir>/<adapter_id>/ or s3://bucket/prefix (env LORASTREAM_ADAPTERS)",
+    )
+    serve.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO); default AWS")
+    serve.add_argument("--base-name", default=None, help="served base's name; adapters trained for another base are refused")
+    cache = serve.add_argument_group("adapter cache tiers (default: limited by memory only)")
+    cache.add_argument("--device-cache-mb", type=float, default=None, help="packed adapter weights on the device")
+    cache.add_argument("--host-cache-mb", type=float, default=None, help="parsed adapters in host memory (pinned on CUDA)")
+    cache.add_argument("--disk-cache-dir", default=None, help="local copies of remote adapters (default: a temp dir)")
+    cache.add_argument("--disk-cache-mb", type=float, default=None)
+    serve.add_argument("--max-adapters-per-step", type=int, default=None, help="distinct adapters in one engine step")
+    serve.add_argument("--fairness", choices=["vtc", "fifo"], default="vtc", help="scheduling across adapters (default vtc)")
     serve.add_argument("--quantize", choices=["nf4"], default=None, help="load the base in 4-bit NF4 (bitsandbytes)")
     serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")

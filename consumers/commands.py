@@ -41,6 +41,10 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
     )
 
 
+def _mib(value: float | None) -> int | None:
+    return None if value is None else int(value * 2**20)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from consumers.config import ServeConfig
     from consumers.serve import build_runner, serve_forever
@@ -61,6 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         max_batch_size=args.max_batch_size,
+        base_name=args.base_name,
+        s3_endpoint_url=args.s3_endpoint_url,
+        device_cache_bytes=_mib(args.device_cache_mb),
+        host_cache_bytes=_mib(args.host_cache_mb),
+        disk_cache_dir=args.disk_cache_dir,
+        disk_cache_bytes=_mib(args.disk_cache_mb),
+        max_adapters_per_step=args.max_adapters_per_step,
+        fairness=args.fairness,
     )
     run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
     return 0

@@ -24,6 +24,7 @@ class ServeConfig:
     request_partitions: int = 8  # used when the service creates its topics
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
+    registry_catch_up_s: float = 10.0  # at start, wait this long at most to replay the adapters topic
 
     @property
     def served_by(self) -> str:
@@ -48,5 +49,7 @@ class ServeConfig:
             raise ValueError("shutdown_drain_s must be >= 0")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError("metrics_port must be within [0, 65535]")
+        if self.registry_catch_up_s < 0:
+            raise ValueError("registry_catch_up_s must be >= 0")
         if self.request_partitions < 1:
             raise ValueError("request_partitions must be >= 1")

@@ -18,11 +18,13 @@ from typing import Protocol
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from consumers.answer import Answer, derived_seed
+from consumers.cache_metrics import CacheCollector
 from consumers.config import ServeConfig
 from consumers.control import ControlListener
 from consumers.epochs import PartitionEpochs
 from consumers.metrics import HealthServer, Metrics, adapter_label
 from consumers.outbox import Outbox
+from consumers.registry import AdapterRegistryListener
 from gpu_engine.types import (
     EngineErrorCode,
     FinishReason as EngineFinish,
@@ -58,13 +60,25 @@ _RESEND_DELAY_S = 0.5
 _BAD_INPUT = {
     EngineErrorCode.ADAPTER_NOT_FOUND: ErrorCode.ADAPTER_NOT_FOUND,
     EngineErrorCode.ADAPTER_INVALID: ErrorCode.ADAPTER_INVALID,
+    EngineErrorCode.ADAPTER_CORRUPT: ErrorCode.ADAPTER_CORRUPT,
+    EngineErrorCode.ADAPTER_MISSING_FILE: ErrorCode.ADAPTER_MISSING_FILE,
+    EngineErrorCode.ADAPTER_BASE_MISMATCH: ErrorCode.ADAPTER_BASE_MISMATCH,
+    EngineErrorCode.ADAPTER_RANK_TOO_LARGE: ErrorCode.ADAPTER_RANK_TOO_LARGE,
+    EngineErrorCode.ADAPTER_UNSUPPORTED: ErrorCode.ADAPTER_UNSUPPORTED,
+    EngineErrorCode.ADAPTER_CHECKSUM_MISMATCH: ErrorCode.ADAPTER_CHECKSUM_MISMATCH,
     EngineErrorCode.PROMPT_TOO_LONG: ErrorCode.PROMPT_TOO_LONG,
     EngineErrorCode.INVALID_PARAMS: ErrorCode.INVALID_REQUEST,
 }
+# engine failures that are not the request's fault: answered, but not dead-lettered
+_NOT_BAD_INPUT = {EngineErrorCode.ADAPTER_UNAVAILABLE: ErrorCode.ADAPTER_UNAVAILABLE}
 
 
 class Runner(Protocol):
-    """What the service needs of the engine (gpu_engine.runner.EngineRunner fits)."""
+    """What the service needs of the engine (gpu_engine.runner.EngineRunner fits).
+
+    Optional: `register_adapter(ref)` / `retire_adapter(id)` (the adapters topic is followed only
+    when present) and `cache_stats` (a gpu_engine.cache_stats.CacheStats, exported to /metrics).
+    """
 
     def start(self) -> None: ...
     def submit(self, req: GenerationRequest, on_event: Callable[[GenerationEvent], None]) -> None: ...
@@ -84,6 +98,10 @@ class InferenceService:
         self.answers: dict[str, Answer] = {}
         self.ready = asyncio.Event()
         self.metrics = Metrics()
+        cache_stats = getattr(runner, "cache_stats", None)
+        if cache_stats is not None:
+            self.metrics.registry.register(CacheCollector(cache_stats.snapshot))
+        self.registry: AdapterRegistryListener | None = None
         self.health: HealthServer | None = None
         self._stopping = asyncio.Event()
         self._paused = False
@@ -116,10 +134,18 @@ class InferenceService:
         )
         self._consumer = consumer
         control = ControlListener(self.kafka, self.topics.control, self._on_cancel)
+        if hasattr(self.runner, "register_adapter"):
+            self.registry = AdapterRegistryListener(self.kafka, self.topics.adapters, self.runner)
         await producer.start()
         self._outbox = Outbox(producer)
         self._outbox.start()
         self.runner.start()
+        if self.registry is not None:
+            await self.registry.start()
+            try:  # answer with the registered versions from the first request on
+                await asyncio.wait_for(self.registry.caught_up.wait(), self.config.registry_catch_up_s)
+            except TimeoutError:
+                log.warning("adapters topic not replayed within %.0f s; serving meanwhile", self.config.registry_catch_up_s)
         consumer.subscribe([self.topics.requests], listener=_Rebalance(self))
         await consumer.start()
         await control.start()
@@ -136,6 +162,8 @@ class InferenceService:
             if self.health is not None:
                 await self.health.stop()
             await control.stop()
+            if self.registry is not None:
+                await self.registry.stop()
             await consumer.stop()
             await self._outbox.close(timeout_s=10.0)
             await producer.stop()
@@ -226,7 +254,8 @@ class InferenceService:
             stop=tuple(params.stop),
             seed=params.seed if params.seed is not None else derived_seed(request.request_id),
         )
-        gen = GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling)
+        deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
+        gen = GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
         answer.submitted_s = time.monotonic()
         loop = self._loop
         self.runner.submit(gen, lambda ev: loop.call_soon_threadsafe(self._on_event, answer, ev))
@@ -264,8 +293,11 @@ class InferenceService:
         if not event.is_final:
             return
         if event.finish_reason is EngineFinish.ERROR:
-            code = _BAD_INPUT.get(event.error_code, ErrorCode.INTERNAL)
-            self._send_error(answer, code, event.error_message, dead_letter=code is not ErrorCode.INTERNAL)
+            bad_input = event.error_code in _BAD_INPUT
+            code = _BAD_INPUT.get(event.error_code) or _NOT_BAD_INPUT.get(event.error_code, ErrorCode.INTERNAL)
+            self._send_error(answer, code, event.error_message, dead_letter=bad_input)
+        elif event.finish_reason is EngineFinish.EXPIRED:
+            self._send_error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")
         elif answer.expired:
             self._send_error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
         else:

@@ -21,8 +21,12 @@ def build_runner(
     dtype: str = "float32",
     device: str = "auto",
     max_batch_size: int = 64,
+    **engine_options,
 ) -> Runner:
-    """Load the model (this takes a while) and return the engine's step-loop runner."""
+    """Load the model (this takes a while) and return the engine's step-loop runner.
+
+    `engine_options`: any other EngineConfig field (cache budgets, S3 endpoint, fairness, ...).
+    """
     from gpu_engine.config import EngineConfig
     from gpu_engine.engine import Engine
     from gpu_engine.runner import EngineRunner
@@ -34,6 +38,7 @@ def build_runner(
         dtype=dtype,
         device=device,
         max_batch_size=max_batch_size,
+        **engine_options,
     )
     return EngineRunner(Engine(config))
 
