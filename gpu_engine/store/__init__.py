@@ -3,36 +3,30 @@
 `open_store(config, stats)` builds the store the engine uses; `store.checkout(ref)` is a context
 manager yielding a local directory holding `adapter_config.json` + `adapter_model.safetensors`
 for that version, kept on disk (pinned in the disk tier) until the block exits. Blocking and
-thread-safe: it runs on the engine's loader threads, never on the engine thread.
+thread-safe: it runs on the engine's loader threads, never on the engine thread. See
+docs/adapter-store.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Protocol
-
-from gpu_engine.adapter_ref import AdapterRef
-from gpu_engine.adapters import resolve_adapter_dir
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
+from gpu_engine.store.disk_cache import DiskCache
+from gpu_engine.store.local import LocalStore
+from gpu_engine.store.protocol import AdapterStore
+from gpu_engine.store.s3 import S3Fetcher, S3Store
+from gpu_engine.store.uri import S3Location, is_s3_uri
 
-
-class AdapterStore(Protocol):
-    def checkout(self, ref: AdapterRef) -> contextlib.AbstractContextManager[Path]: ...
-
-
-class LocalStore:
-    """Adapters under one local directory: `<root>/<adapter_id>/`, or a registry's file:// uri."""
-
-    def __init__(self, root: str | Path | None) -> None:
-        self.root = root
-
-    @contextlib.contextmanager
-    def checkout(self, ref: AdapterRef) -> Iterator[Path]:
-        yield resolve_adapter_dir(self.root, ref.adapter_id)
+__all__ = ["AdapterStore", "DiskCache", "LocalStore", "S3Fetcher", "S3Location", "S3Store", "open_store"]
 
 
 def open_store(config: EngineConfig, stats: CacheStats) -> AdapterStore:
-    return LocalStore(config.adapter_root)
+    """S3Store for an `s3://` adapter_root, else LocalStore; either serves refs with explicit uris.
+
+    Nothing touches the network until the first remote checkout (a configured disk_cache_dir is
+    created and its previous contents adopted at once; the default temp dir only when needed).
+    """
+    remote_root = config.adapter_root if is_s3_uri(config.adapter_root) else None
+    cache = DiskCache(config.disk_cache_dir, config.disk_cache_bytes, stats)
+    remote = S3Store(remote_root, cache, S3Fetcher(config.s3_endpoint_url))
+    return remote if remote_root is not None else LocalStore(config.adapter_root, remote=remote)

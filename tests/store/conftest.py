@@ -1,0 +1,89 @@
+"""A real local S3 server (moto's server mode) and a tiny model with PEFT adapters, once per session."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpu_engine.cache_stats import CacheStats
+from gpu_engine.model_spec import ModelSpec
+from gpu_engine.store import DiskCache, S3Fetcher, S3Store
+from gpu_engine.tiny import build_tiny_adapter, build_tiny_model
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+# what build_tiny_model's defaults give
+TINY_SPEC = ModelSpec(
+    arch="llama", num_layers=2, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
+    vocab_size=512, max_position_embeddings=1024, sliding_windows=(None, None), eos_token_ids=(2,),
+)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """http://127.0.0.1:PORT of a moto S3 server; any credentials are accepted."""
+    from moto.server import ThreadedMotoServer
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.delenv("AWS_PROFILE", raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        try:
+            yield f"http://{host}:{port}"
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint):
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    """A fresh, empty bucket per test."""
+    name = f"b-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+def upload(s3_client, bucket: str, prefix: str, adapter_dir: Path, names=ADAPTER_FILES) -> None:
+    for name in names:
+        s3_client.upload_file(str(adapter_dir / name), bucket, f"{prefix}/{name}")
+
+
+@pytest.fixture
+def s3_store(s3_endpoint, bucket, tmp_path) -> S3Store:
+    """An S3Store rooted at s3://<bucket>/adapters with an unlimited disk tier under tmp_path."""
+    cache = DiskCache(tmp_path / "disk", None, CacheStats())
+    return S3Store(f"s3://{bucket}/adapters", cache, S3Fetcher(s3_endpoint, max_attempts=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("store-llama"), arch="llama")
+
+
+@pytest.fixture(scope="session")
+def built_adapters(tmp_path_factory, tiny_model_dir) -> Path:
+    """`r8-qv` (q,v rank 8) and `r4-all` (all 7 projections, rank 4), built with PEFT."""
+    root = tmp_path_factory.mktemp("store-adapters")
+    build_tiny_adapter(tiny_model_dir, root / "r8-qv", r=8, alpha=16)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    build_tiny_adapter(tiny_model_dir, root / "r4-all", r=4, alpha=8, target_modules=targets, seed=2)
+    return root
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
