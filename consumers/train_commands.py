@@ -80,6 +80,12 @@ def add_train_parsers(
     worker.add_argument(
         "--base-name", default=None, help="name requests use for the base (default: the model dir's name)"
     )
+    worker.add_argument(
+        "--publish-uri", default=os.environ.get("LORASTREAM_PUBLISH_URI"),
+        help="also upload each adapter to s3://bucket/prefix/<adapter_id>/v<version> and announce that uri, "
+        "so consumers on other hosts can fetch it (env LORASTREAM_PUBLISH_URI)",
+    )
+    worker.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO)")
     worker.add_argument("--group-id", default="lorastream-training")
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     worker.add_argument("--threads", type=int, default=None, help="torch threads per job (default: one per core)")
@@ -196,6 +202,8 @@ def cmd_train_worker(args: argparse.Namespace) -> int:
         checkpoint_every_steps=args.checkpoint_every_steps,
         progress_interval_s=args.progress_interval_s,
         training_partitions=args.training_partitions,
+        publish_uri=args.publish_uri,
+        s3_endpoint_url=args.s3_endpoint_url,
     )
     worker = TrainingWorker(kafka_config(args), TopicNames(args.topic_prefix), config)
 

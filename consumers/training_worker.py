@@ -96,6 +96,8 @@ class TrainWorkerConfig:
     progress_interval_s: float = 2.0
     stop_grace_s: float = 60.0  # a cancelled/preempted job gets this long before it is killed
     training_partitions: int = 2  # used when the worker creates the topics
+    publish_uri: str | None = None  # s3://bucket/prefix: adapters are also uploaded there and announced by that uri
+    s3_endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("base_model_path", "adapter_root", "work_dir", "group_id"):
@@ -109,10 +111,16 @@ class TrainWorkerConfig:
             raise ValueError("progress_interval_s and stop_grace_s must be >= 0")
         if self.training_partitions < 1:
             raise ValueError("training_partitions must be >= 1")
+        if self.publish_uri is not None and not self.publish_uri.startswith("s3://"):
+            raise ValueError("publish_uri must be an s3://bucket/prefix uri")
 
     @property
     def base_name(self) -> str:
         return self.base_model_name or Path(self.base_model_path).name
+
+
+class AdapterPublishError(LorastreamError):
+    """The trained adapter could not be uploaded to the publish uri."""
 
 
 class JobRefused(LorastreamError):
@@ -376,7 +384,16 @@ class TrainingWorker:
                 ack=True,
             )
             return
-        uri = Path(adapter.path).as_uri()
+        try:
+            uri = await asyncio.to_thread(self._publish_files, request.adapter_id, adapter)
+        except LorastreamError as exc:  # the adapter is installed locally; the remote copy failed
+            await self._publish(
+                self._event(
+                    request, JobState.FAILED, attempt=job.attempt, code=ErrorCode.ADAPTER_UNAVAILABLE, reason=str(exc)
+                ),
+                ack=True,
+            )
+            return
         await self._publish_to(
             self.topics.adapters,
             request.adapter_id,
@@ -410,6 +427,21 @@ class TrainingWorker:
         )
         # the job's saved result now answers a redelivery; its checkpoints are no longer needed
         await asyncio.to_thread(shutil.rmtree, job.checkpoint_dir, ignore_errors=True)
+
+    def _publish_files(self, adapter_id: str, adapter: InstalledAdapter) -> str:
+        """The uri to announce: the local directory, or its upload under `publish_uri` (one key per version)."""
+        if self.config.publish_uri is None:
+            return Path(adapter.path).as_uri()
+        from gpu_engine.errors import EngineError
+        from gpu_engine.store import S3Fetcher
+        from gpu_engine.store.uri import parse_s3_uri
+
+        try:
+            location = parse_s3_uri(self.config.publish_uri).child(adapter_id).child(f"v{adapter.version}")
+            S3Fetcher(endpoint_url=self.config.s3_endpoint_url).upload(Path(adapter.path), location)
+        except EngineError as exc:
+            raise AdapterPublishError(str(exc)) from exc
+        return str(location)
 
     def _install(self, request: TrainingRequest, event: JobEvent) -> InstalledAdapter:
         previous = installed(self.config.adapter_root, request.adapter_id)

@@ -71,6 +71,21 @@ class S3Fetcher:
                     raise
                 raise AdapterMissingFileError(f"{location}: {WEIGHTS_FILE} is missing (only safetensors is read)") from exc
 
+    def upload(self, source: Path, location: S3Location) -> None:
+        """Put an adapter directory's two files at `location`: weights first, the config last.
+
+        Readers treat a missing config as "no adapter here", so a half-finished upload is never
+        served. Raises AdapterUnavailableError when the store refuses or cannot be reached.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            key = location.key(name)
+            try:
+                self._get_client().upload_file(str(source / name), location.bucket, key)
+            except (ClientError, BotoCoreError, OSError, ValueError) as exc:
+                raise AdapterUnavailableError(f"cannot upload s3://{location.bucket}/{key}: {exc}") from exc
+
     def _download(self, location: S3Location, name: str, dest: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 

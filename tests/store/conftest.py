@@ -22,31 +22,6 @@ TINY_SPEC = ModelSpec(
 )
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """http://127.0.0.1:PORT of a moto S3 server; any credentials are accepted."""
-    from moto.server import ThreadedMotoServer
-
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.delenv("AWS_PROFILE", raising=False)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        try:
-            yield f"http://{host}:{port}"
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="session")
-def s3_client(s3_endpoint):
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-
-
 @pytest.fixture
 def bucket(s3_client) -> str:
     """A fresh, empty bucket per test."""

@@ -149,3 +149,17 @@ def test_open_store_picks_by_root_and_serves_explicit_uris(s3_endpoint, s3_clien
     with pytest.raises(AdapterNotFoundError):
         with nothing.checkout(AdapterRef("r8-qv")):
             pass
+
+
+def test_an_uploaded_adapter_is_served_back(s3_endpoint, bucket, s3_store, built_adapters, tmp_path):
+    """What the training worker publishes (S3Fetcher.upload) is what the store serves, checksum included."""
+    from gpu_engine.adapter_ref import AdapterRef
+    from gpu_engine.store.uri import parse_s3_uri
+    from gpu_engine.training.adapter_files import adapter_checksum
+
+    source = built_adapters / "r8-qv"
+    uri = f"s3://{bucket}/published/acme/new/v3"
+    S3Fetcher(endpoint_url=s3_endpoint).upload(source, parse_s3_uri(uri))
+    ref = AdapterRef("acme/new", version=3, uri=uri, checksum=adapter_checksum(source))
+    with s3_store.checkout(ref) as path:
+        assert adapter_checksum(path) == adapter_checksum(source)
