@@ -9,7 +9,10 @@ from collections.abc import Sequence
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 # benchmark name → module with main(argv) -> int
-BENCHMARKS = {"engine": "bench.engine", "kafka": "bench.kafka", "train": "bench.train", "all": "bench.report"}
+BENCHMARKS = {
+    "engine": "bench.engine", "cache": "bench.cache", "kafka": "bench.kafka", "train": "bench.train",
+    "all": "bench.report",
+}
 
 
 def kafka_options(parser: argparse.ArgumentParser) -> None:

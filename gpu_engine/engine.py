@@ -2,19 +2,26 @@
 
 `step()` is one iteration: take in new requests and aborts, let the scheduler pick this step's
 chunks (decodes + prefill chunks), run one forward pass over all of them, sample, and turn the
-new tokens into GenerationEvents. `add_request` and `abort` may be called from any thread;
-`step` from one thread only (see runner.py).
+new tokens into GenerationEvents. Adapters come through the cache tiers (adapter_cache.py):
+`add_request` starts loading a request's adapter at once, and a request waits, without holding
+up others, until its adapter is on the device. `add_request`, `abort`, `register_adapter`,
+`retire_adapter` and `prefetch` may be called from any thread; `step` and `load_adapter` from
+one thread only (see runner.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from gpu_engine.adapters import load_adapter
+from gpu_engine.adapter_cache import AdapterCache
+from gpu_engine.adapter_ref import AdapterRef
+from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
 from gpu_engine.detokenizer import IncrementalDetokenizer
 from gpu_engine.errors import EngineError, PromptTooLongError, RequestInvalidError
@@ -27,9 +34,23 @@ from gpu_engine.scheduler import Scheduler
 from gpu_engine.segments import SlotKey
 from gpu_engine.sequence import Sequence
 from gpu_engine.step_runner import run_step
+from gpu_engine.store import open_store
 from gpu_engine.types import EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
+
+# how long `step` waits when called with nothing runnable (only adapter loads pending), so a
+# caller's `while engine.has_work(): engine.step()` loop sleeps instead of spinning
+_IDLE_WAIT_S = 0.05
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A request from `add_request`, with its adapter version resolved there (or why not)."""
+
+    request: GenerationRequest
+    adapter_ref: AdapterRef | None
+    error: EngineError | None
 
 
 @dataclass
@@ -58,12 +79,22 @@ class Engine:
             self.spec.arch, self.model.device, config.max_batch_size, self.max_model_len,
             self.cache.num_bytes / 2**20, self.lora_backend,
         )
-        self._adapter_keys: dict[str, SlotKey] = {}
-        self._scheduler = Scheduler(config.max_batch_size, config.max_step_tokens)
+        self.cache_stats = CacheStats()
+        self._changed = threading.Condition()  # guards the inbox and aborts; notified when work may be runnable
+        self._wakeup_listeners: list[Callable[[], None]] = []
+        self.adapters = AdapterCache(
+            config, self.spec, self.bank, open_store(config, self.cache_stats), self.cache_stats, self._wake
+        )
+        self._scheduler = Scheduler(
+            config.max_batch_size,
+            config.max_step_tokens,
+            max_adapters_per_step=config.max_adapters_per_step,
+            fairness=config.fairness,
+            admit=self.adapters.admit,
+        )
         self._active: dict[str, _Active] = {}
         self._eos_ids = frozenset(self.spec.eos_token_ids)
-        self._lock = threading.Lock()
-        self._inbox: list[GenerationRequest] = []
+        self._inbox: list[_Arrival] = []
         self._aborts: list[str] = []
 
     @property
@@ -74,54 +105,117 @@ class Engine:
     def num_waiting(self) -> int:
         return self._scheduler.num_waiting
 
+    # --- any thread ------------------------------------------------------------------------
+
     def add_request(self, request: GenerationRequest) -> None:
-        """Queue a request (any thread). Problems surface later as its final ERROR event."""
-        with self._lock:
-            self._inbox.append(request)
+        """Queue a request and start loading its adapter. Problems surface later as its final ERROR event."""
+        adapter_ref = error = None
+        if request.adapter_id is not None:
+            try:
+                adapter_ref = self.adapters.resolve(request.adapter_id)
+                self.adapters.prefetch(adapter_ref)
+            except EngineError as exc:
+                error = exc
+        with self._changed:
+            self._inbox.append(_Arrival(request, adapter_ref, error))
+            self._changed.notify_all()
 
     def abort(self, request_id: str) -> None:
-        """Cancel a request (any thread); it ends with one CANCELLED event. Unknown ids are ignored."""
-        with self._lock:
+        """Cancel a request; it ends with one CANCELLED event. Unknown ids are ignored."""
+        with self._changed:
             self._aborts.append(request_id)
+            self._changed.notify_all()
+
+    def register_adapter(self, ref: AdapterRef) -> None:
+        """A new version of `ref.adapter_id`: requests from now on get it (its load starts now);
+        running requests finish on the version they started with, which then leaves the cache."""
+        self.adapters.register(ref)
+
+    def retire_adapter(self, adapter_id: str) -> None:
+        """The adapter was deleted: later requests get ADAPTER_NOT_FOUND; running ones finish."""
+        self.adapters.retire(adapter_id)
+
+    def prefetch(self, adapter_id: str) -> None:
+        """Start loading an adapter's current version into the host tier (no-op when resident)."""
+        try:
+            self.adapters.prefetch(self.adapters.resolve(adapter_id))
+        except EngineError:
+            pass  # a request for it gets the error
+
+    def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
+        """`listener()` is called (on a loader or registry thread) when waiting work may have become
+        runnable without a new request: an adapter load ended, or a version was superseded."""
+        self._wakeup_listeners.append(listener)
+
+    def _wake(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+        for listener in self._wakeup_listeners:
+            listener()
+
+    # --- engine thread -----------------------------------------------------------------------
 
     def has_work(self) -> bool:
-        with self._lock:
+        """Any request not answered yet (including ones waiting for their adapter to load)."""
+        with self._changed:
             if self._inbox or self._aborts:
                 return True
         return self._scheduler.has_unfinished()
 
+    def has_runnable_work(self) -> bool:
+        """Would `step` make progress now? False while the only work waits for adapter loads, so
+        the runner thread can sleep until `add_wakeup_listener`'s call or a new request."""
+        with self._changed:
+            if self._inbox or self._aborts:
+                return True
+        scheduler = self._scheduler
+        if scheduler.num_running or self.adapters.has_news() or scheduler.num_waiting > self.adapters.num_blocked:
+            return True
+        deadline = self.adapters.next_blocked_deadline()
+        return deadline is not None and deadline <= time.time()
+
+    def idle_timeout_s(self) -> float | None:
+        """How long an idle runner may sleep: until the earliest deadline of a request whose
+        adapter is still loading (None: until woken)."""
+        deadline = self.adapters.next_blocked_deadline()
+        return None if deadline is None else max(0.0, deadline - time.time())
+
     def drop_all(self) -> None:
         """Forget every queued and running request without events (after a failed step)."""
-        with self._lock:
+        with self._changed:
             self._inbox, self._aborts = [], []
         for active in list(self._active.values()):
-            self._scheduler.finish(active.seq)
-        self._active.clear()
+            self._release(active)
+        self.adapters.take_refused()
 
-    def load_adapter(self, adapter_id: str) -> SlotKey:
-        """Load (once) and pack an adapter; raises AdapterNotFoundError / AdapterInvalidError.
+    def load_adapter(self, adapter_id: str, hold: bool = True) -> SlotKey:
+        """Load an adapter's current version onto the device now, blocking; returns its slot.
 
-        Not thread-safe: call it before the runner starts or from the engine thread.
+        `hold` keeps it resident (never evicted) until a new version is registered or it is
+        retired. Raises the load's EngineError (AdapterNotFoundError, AdapterInvalidError, ...).
+        Call it before the runner starts or from the engine thread.
         """
-        key = self._adapter_keys.get(adapter_id)
-        if key is None:
-            adapter = load_adapter(
-                self.config.adapter_root, adapter_id, self.spec, self.model.dtype, self.config.max_lora_rank
-            )
-            key = self.bank.add(adapter)
-            self._adapter_keys[adapter_id] = key
-        return key
+        return self.adapters.load_now(self.adapters.resolve(adapter_id), hold)
 
     def step(self) -> list[GenerationEvent]:
-        with self._lock:
+        if not self.has_runnable_work():
+            with self._changed:
+                self._changed.wait_for(self.has_runnable_work, _IDLE_WAIT_S)
+        with self._changed:
             inbox, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, []
-        events = [event for request in inbox if (event := self._accept(request)) is not None]
+        events = [event for arrival in inbox if (event := self._accept(arrival)) is not None]
+        for seq, error in self.adapters.begin_step():
+            events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
         for request_id in aborts:
             active = self._active.get(request_id)
             if active is not None:
                 events.append(self._finish(active, FinishReason.CANCELLED, ()))
+        for seq in self._scheduler.take_expired():
+            events.append(self._finish(self._active[seq.request_id], FinishReason.EXPIRED, ()))
         chunks = self._scheduler.schedule()
+        for seq, error in self.adapters.take_refused():
+            events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
         if not chunks:
             return events
         try:
@@ -136,24 +230,27 @@ class Engine:
             events.append(self._on_token(self._active[seq.request_id], token_id))
         return events
 
-    def _accept(self, request: GenerationRequest) -> GenerationEvent | None:
+    def _accept(self, arrival: _Arrival) -> GenerationEvent | None:
+        request = arrival.request
         if request.request_id in self._active:
             return self._error(request, EngineErrorCode.INVALID_PARAMS, "duplicate request_id")
         try:
+            if arrival.error is not None:
+                raise arrival.error
             prompt_ids = list(self.tokenizer(request.prompt).input_ids)
             if not prompt_ids:
                 raise RequestInvalidError("empty prompt")
             if len(prompt_ids) >= self.max_model_len:
                 raise PromptTooLongError(f"prompt has {len(prompt_ids)} tokens; max_model_len is {self.max_model_len}")
-            lora_key = self.load_adapter(request.adapter_id) if request.adapter_id is not None else None
             generator = make_generator(request.sampling, self.model.device)
+            detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
+            seq = Sequence.from_prompt(request, prompt_ids, adapter_ref=arrival.adapter_ref)
+            self.adapters.accept(seq)  # last: nothing after it can fail and leave its pin behind
         except EngineError as exc:
             return self._error(request, exc.code, str(exc))
         except Exception as exc:
             logger.exception("accepting request %s failed", request.request_id)
             return self._error(request, EngineErrorCode.INTERNAL, repr(exc))
-        seq = Sequence.from_prompt(request, prompt_ids, lora_key)
-        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
         self._active[request.request_id] = _Active(seq, detokenizer, generator)
         self._scheduler.add(seq)
         return None
@@ -180,8 +277,7 @@ class Engine:
         self, active: _Active, reason: FinishReason, token_ids: tuple[int, ...], text: str = ""
     ) -> GenerationEvent:
         seq = active.seq
-        self._scheduler.finish(seq)
-        del self._active[seq.request_id]
+        self._release(active)
         return GenerationEvent(
             request_id=seq.request_id,
             text=text + active.detokenizer.finish(),
@@ -196,8 +292,7 @@ class Engine:
     ) -> GenerationEvent:
         prompt_tokens = completion_tokens = 0
         if active is not None:
-            self._scheduler.finish(active.seq)
-            del self._active[request.request_id]
+            self._release(active)
             prompt_tokens, completion_tokens = active.seq.num_prompt_tokens, active.seq.num_new_tokens
         return GenerationEvent(
             request_id=request.request_id,
@@ -207,3 +302,9 @@ class Engine:
             error_code=code,
             error_message=message,
         )
+
+    def _release(self, active: _Active) -> None:
+        """The one way out for an accepted request: frees its KV slot and unpins its adapter."""
+        self._scheduler.finish(active.seq)
+        self.adapters.release(active.seq)
+        del self._active[active.seq.request_id]

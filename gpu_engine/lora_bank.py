@@ -4,6 +4,9 @@ Each rank bucket holds, per (layer, projection) that any of its adapters targets
 A buffer [capacity, rank, in] and B buffer [capacity, rank, out] (scale folded into B). A slot
 whose adapter does not target a projection holds zeros there, so its delta is exactly zero.
 Adapters of different ranks never share a bucket, so no adapter is padded to another's rank.
+
+Which adapters stay packed is device_cache.py's job: it calls `add`/`remove` and `reserve`s a
+bucket's capacity from its byte budget, so growing (a copy of the whole bucket) stays rare.
 """
 
 from __future__ import annotations
@@ -47,21 +50,25 @@ class LoraBank:
     def capacities(self) -> dict[int, int]:
         return {rank: bucket.capacity for rank, bucket in self.buckets.items()}
 
+    def reserve(self, rank: int, capacity: int) -> None:
+        """Make the rank bucket hold at least `capacity` slots (one allocation, no doubling steps)."""
+        bucket = self._bucket(rank)
+        if bucket.capacity < capacity:
+            self._grow(bucket, capacity)
+
     def add(self, adapter: LoraAdapter) -> SlotKey:
-        bucket = self.buckets.get(adapter.rank)
-        if bucket is None:
-            bucket = RankBucket(rank=adapter.rank, capacity=0)
-            self.buckets[adapter.rank] = bucket
+        """Copy the adapter into a free slot (asynchronously from pinned host memory on CUDA)."""
+        bucket = self._bucket(adapter.rank)
         if not bucket.free_slots:
-            self._grow(bucket)
+            self._grow(bucket, max(_INITIAL_CAPACITY, 2 * bucket.capacity))
         slot = bucket.free_slots.pop()
         for key, weights in adapter.weights.items():
             if key not in bucket.a:
                 in_features, out_features = self.spec.projection_shape(key[1])
                 bucket.a[key] = self._zeros(bucket.capacity, bucket.rank, in_features)
                 bucket.b[key] = self._zeros(bucket.capacity, bucket.rank, out_features)
-            bucket.a[key][slot].copy_(weights.a)
-            bucket.b[key][slot].copy_(weights.b_t)
+            bucket.a[key][slot].copy_(weights.a, non_blocking=True)
+            bucket.b[key][slot].copy_(weights.b_t, non_blocking=True)
         bucket.targets[slot] = frozenset(adapter.weights)
         return (adapter.rank, slot)
 
@@ -74,12 +81,18 @@ class LoraBank:
         bucket.targets[slot] = frozenset()
         bucket.free_slots.append(slot)
 
+    def _bucket(self, rank: int) -> RankBucket:
+        bucket = self.buckets.get(rank)
+        if bucket is None:
+            bucket = RankBucket(rank=rank, capacity=0)
+            self.buckets[rank] = bucket
+        return bucket
+
     def _zeros(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
-    def _grow(self, bucket: RankBucket) -> None:
+    def _grow(self, bucket: RankBucket, new: int) -> None:
         old = bucket.capacity
-        new = max(_INITIAL_CAPACITY, 2 * old)
         for stacks in (bucket.a, bucket.b):
             for key, tensor in stacks.items():
                 grown = self._zeros(new, *tensor.shape[1:])

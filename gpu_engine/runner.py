@@ -1,7 +1,10 @@
 """EngineRunner: drives Engine.step() on a daemon thread and delivers events to callbacks.
 
-The thread sleeps on a condition while there is no work. Every submitted request gets exactly
-one final event: from the engine, or INTERNAL if a step blows up, or CANCELLED at stop().
+The thread sleeps on a condition while nothing is runnable: no requests, or only requests whose
+adapter is still loading (the engine's loader wakes it when a load ends). Every submitted
+request gets exactly one final event: from the engine, or INTERNAL if a step blows up, or
+CANCELLED at stop(). The adapter registry calls (`register_adapter`, `retire_adapter`,
+`prefetch`) and `cache_stats` pass through to the engine.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from gpu_engine.adapter_ref import AdapterRef
+from gpu_engine.cache_stats import CacheStats
 from gpu_engine.engine import Engine
 from gpu_engine.types import EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest
 
@@ -25,11 +30,27 @@ class EngineRunner:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        engine.add_wakeup_listener(self._notify)
 
     @property
     def num_outstanding(self) -> int:
         with self._wakeup:
             return len(self._callbacks)
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        return self.engine.cache_stats
+
+    def register_adapter(self, ref: AdapterRef) -> None:
+        """A new adapter version (any thread); see Engine.register_adapter."""
+        self.engine.register_adapter(ref)
+
+    def retire_adapter(self, adapter_id: str) -> None:
+        """An adapter deleted from the registry (any thread); see Engine.retire_adapter."""
+        self.engine.retire_adapter(adapter_id)
+
+    def prefetch(self, adapter_id: str) -> None:
+        self.engine.prefetch(adapter_id)
 
     def start(self) -> None:
         if self._thread is not None:
@@ -65,8 +86,8 @@ class EngineRunner:
     def _loop(self) -> None:
         while True:
             with self._wakeup:
-                while not self._stopping and not self.engine.has_work():
-                    self._wakeup.wait()
+                while not self._stopping and not self.engine.has_runnable_work():
+                    self._wakeup.wait(self.engine.idle_timeout_s())
                 if self._stopping:
                     return
             try:
@@ -77,6 +98,10 @@ class EngineRunner:
                 continue
             for event in events:
                 self._deliver(event)
+
+    def _notify(self) -> None:
+        with self._wakeup:
+            self._wakeup.notify()
 
     def _deliver(self, event: GenerationEvent) -> None:
         with self._wakeup:

@@ -4,29 +4,54 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.segments import SlotKey
 from gpu_engine.types import GenerationRequest
+
+AdapterKey = tuple[str, int]  # (adapter_id, version): one version of an adapter in the cache tiers
 
 
 @dataclass(eq=False)
 class Sequence:
-    """Token ids of prompt + output, and how many of them are already in the KV cache."""
+    """Token ids of prompt + output, and how many of them are already in the KV cache.
+
+    `adapter_ref` is the adapter version resolved when the request arrived (None = the base
+    model); `lora_key` its device slot, set at admission and pinned until the sequence finishes.
+    """
 
     request: GenerationRequest
     token_ids: list[int]
     num_prompt_tokens: int
     lora_key: SlotKey | None = None
+    adapter_ref: AdapterRef | None = None
     num_computed: int = 0  # tokens whose keys/values are in the cache
     slot: int | None = None  # KV-cache slot while running
     num_new_tokens: int = 0
 
     @classmethod
-    def from_prompt(cls, request: GenerationRequest, prompt_ids: list[int], lora_key: SlotKey | None) -> Sequence:
-        return cls(request=request, token_ids=list(prompt_ids), num_prompt_tokens=len(prompt_ids), lora_key=lora_key)
+    def from_prompt(
+        cls,
+        request: GenerationRequest,
+        prompt_ids: list[int],
+        lora_key: SlotKey | None = None,
+        adapter_ref: AdapterRef | None = None,
+    ) -> Sequence:
+        return cls(
+            request=request,
+            token_ids=list(prompt_ids),
+            num_prompt_tokens=len(prompt_ids),
+            lora_key=lora_key,
+            adapter_ref=adapter_ref,
+        )
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def adapter_key(self) -> AdapterKey | None:
+        ref = self.adapter_ref
+        return None if ref is None else (ref.adapter_id, ref.version)
 
     @property
     def num_pending(self) -> int:

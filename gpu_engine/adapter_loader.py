@@ -1,0 +1,128 @@
+"""AdapterLoader: fetch and parse adapters into the host tier on worker threads, one load per version.
+
+`request(ref)` never blocks: it starts a load on the pool (`load_workers` threads: store
+checkout, then `read_adapter`, then page-locking on CUDA) unless the version is already in the
+host tier or on its way — concurrent requests for one cold adapter share a single load
+(single-flight). A failed load is remembered for `failure_ttl_s`, so a burst of requests for a
+broken adapter costs one attempt; later requests try again (a store outage is transient).
+`on_done(key, error)` is called on the worker thread when a load ends, after the host tier has
+the adapter (error None) or the failure is remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from gpu_engine.adapter_ref import AdapterRef
+from gpu_engine.adapters import LoraAdapter, LoraWeights
+from gpu_engine.cache_stats import CacheStats
+from gpu_engine.errors import EngineError
+from gpu_engine.host_cache import TIER, HostCache
+from gpu_engine.sequence import AdapterKey
+from gpu_engine.store import AdapterStore
+
+logger = logging.getLogger(__name__)
+
+ReadFn = Callable[[Path, AdapterRef], LoraAdapter]  # a checked-out directory -> a parsed adapter
+DoneFn = Callable[[AdapterKey, EngineError | None], None]
+
+
+def pin_adapter(adapter: LoraAdapter) -> LoraAdapter:
+    """A copy in page-locked host memory (CUDA only), so host→device copies can be asynchronous."""
+    weights = {k: LoraWeights(w.a.pin_memory(), w.b_t.pin_memory()) for k, w in adapter.weights.items()}
+    return LoraAdapter(adapter.adapter_id, adapter.rank, weights)
+
+
+class AdapterLoader:
+    def __init__(
+        self,
+        store: AdapterStore,
+        read: ReadFn,
+        host: HostCache,
+        stats: CacheStats,
+        num_workers: int,
+        on_done: DoneFn,
+        *,
+        is_current: Callable[[AdapterKey], bool] = lambda key: True,
+        pin_memory: bool = False,
+        failure_ttl_s: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._read = read
+        self._host = host
+        self._stats = stats
+        self._on_done = on_done
+        self._is_current = is_current
+        self._pin_memory = pin_memory
+        self.failure_ttl_s = failure_ttl_s
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lorastream-adapter-load")
+        self._lock = threading.Lock()
+        self._flights: dict[AdapterKey, Future] = {}
+        self._failures: dict[AdapterKey, tuple[EngineError, float]] = {}  # key -> (error, remembered until)
+
+    @property
+    def num_loading(self) -> int:
+        with self._lock:
+            return len(self._flights)
+
+    def request(self, ref: AdapterRef) -> EngineError | None:
+        """Make sure `ref` is in the host tier or on its way; the remembered error of a recent failure."""
+        key = (ref.adapter_id, ref.version)
+        with self._lock:
+            if key in self._flights or key in self._host:
+                return None
+            failure = self._failures.get(key)
+            if failure is not None:
+                if self._clock() < failure[1]:
+                    return failure[0]
+                del self._failures[key]
+            self._flights[key] = self._pool.submit(self._load, ref, key)
+        return None
+
+    def wait(self, ref: AdapterRef, timeout_s: float | None = None) -> EngineError | None:
+        """`request`, then block until that load has ended; its error, if it failed."""
+        error = self.request(ref)
+        if error is not None:
+            return error
+        key = (ref.adapter_id, ref.version)
+        with self._lock:
+            flight = self._flights.get(key)
+        if flight is not None:
+            flight.result(timeout_s)
+        with self._lock:
+            failure = self._failures.get(key)
+        return None if failure is None else failure[0]
+
+    def shutdown(self) -> None:
+        """Stop taking loads; running ones finish on their threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _load(self, ref: AdapterRef, key: AdapterKey) -> None:
+        started = time.perf_counter()
+        error: EngineError | None = None
+        try:
+            with self._store.checkout(ref) as path:
+                adapter = self._read(path, ref)
+            if self._pin_memory:
+                adapter = pin_adapter(adapter)
+            self._host.put(key, adapter, stale=not self._is_current(key))
+            self._stats.loaded(TIER, time.perf_counter() - started)
+        except EngineError as exc:
+            error = exc
+        except Exception as exc:  # a bug or an unexpected library error: answer INTERNAL, keep serving
+            logger.exception("loading adapter %s version %d failed", *key)
+            error = EngineError(f"loading adapter {key[0]!r} version {key[1]} failed: {exc!r}")
+        with self._lock:
+            del self._flights[key]
+            if error is not None:
+                self._failures[key] = (error, self._clock() + self.failure_ttl_s)
+        if error is not None:
+            logger.warning("adapter %s version %d: %s", key[0], key[1], error)
+        self._on_done(key, error)
