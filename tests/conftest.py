@@ -7,6 +7,7 @@ a test asks for it, and stops it at the end. A broker that cannot start fails th
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,11 @@ import pytest
 from streamer import KafkaConfig, KafkaJarBroker, TopicNames
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# No NVIDIA device: run the Triton kernels under Triton's CPU interpreter (tests/engine/test_engine_triton.py).
+# Set before anything imports triton, which picks compiled or interpreted functions at decoration time.
+if not glob.glob("/dev/nvidia[0-9]*"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 _BROKER_FIXTURES = {"kafka_bootstrap", "kafka_broker", "kafka_config"}
 
 
