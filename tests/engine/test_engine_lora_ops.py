@@ -93,3 +93,26 @@ def test_auto_backend_choice():
     assert choose_backend("auto", torch.device("cpu")) == ("grouped" if has_grouped_mm() else "loop")
     with pytest.raises(ValueError):
         LoraStep(LoraBank(SPEC, torch.float32, torch.device("cpu")), [], "magic")
+
+
+@pytest.mark.skipif(not has_grouped_mm(), reason="torch has no grouped_mm")
+def test_grouped_gathers_used_slots_of_a_sparse_bucket():
+    """A step using few slots of a large bucket runs grouped_mm over just those slots, exactly."""
+    generator = torch.Generator().manual_seed(4)
+    bank = LoraBank(SPEC, torch.float32, torch.device("cpu"))
+    adapters = [make_adapter(i, 8, ("q_proj", "v_proj"), generator) for i in range(40)]
+    keys = [bank.add(a) for a in adapters]
+    picked = [3, 17, 31]  # sparse slots, one of them with a 4-row prefill
+    counts = [1, 4, 1]
+    segments = find_segments([keys[i] for i in picked], counts)
+    step = LoraStep(bank, segments, "grouped")
+    (_, _, offs, used), = step.buckets
+    assert used.tolist() == [keys[i][1] for i in picked] and offs.tolist() == [1, 5, 6]
+    in_f, out_f = SPEC.projection_shape("q_proj")
+    x = torch.randn(sum(counts), in_f, generator=generator)
+    y = torch.zeros(sum(counts), out_f)
+    step.apply(y, x, 0, "q_proj")
+    rows = [adapters[i].weights[(0, "q_proj")] for i, n in zip(picked, counts) for _ in range(n)]
+    torch.testing.assert_close(y, lora_delta_reference(x, rows, out_f), rtol=1e-5, atol=1e-4)
+    most = [key for i, key in enumerate(keys) if i % 7 != 3]  # 34 of the bucket's 64 slots, with gaps
+    assert LoraStep(bank, find_segments(most, [1] * len(most)), "grouped").buckets[0][3] is None  # whole bucket
