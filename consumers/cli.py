@@ -7,6 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from streamer.config import DEFAULT_FETCH_MAX_WAIT_MS
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 # benchmark name → module with main(argv) -> int
 BENCHMARKS = {
@@ -32,6 +34,13 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--sasl-username", default=None)
     group.add_argument("--sasl-password", default=None, help="(or env LORASTREAM_SASL_PASSWORD)")
     group.add_argument("--ssl-cafile", default=None)
+    group.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=int(os.environ.get("LORASTREAM_FETCH_MAX_WAIT_MS") or DEFAULT_FETCH_MAX_WAIT_MS),
+        help="longest a consumer fetch waits for data (env LORASTREAM_FETCH_MAX_WAIT_MS; default %(default)s;"
+        " 500 suits Apache Kafka, which answers as soon as data arrives; keep it low on Tansu)",
+    )
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:

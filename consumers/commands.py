@@ -37,6 +37,7 @@ def kafka_config(args: argparse.Namespace) -> KafkaConfig:
     }
     return KafkaConfig(
         bootstrap_servers=args.bootstrap_servers,
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
         **{key: value for key, value in extra.items() if value is not None},
     )
 

@@ -32,3 +32,13 @@ def test_cli_import_leaves_torch_out():
     code = "import sys, consumers.cli, consumers.commands; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_fetch_max_wait_reaches_the_kafka_config(monkeypatch):
+    from consumers.cli import build_parser
+    from consumers.commands import kafka_config
+
+    args = build_parser().parse_args(["send", "hi", "--fetch-max-wait-ms", "500"])
+    assert kafka_config(args).fetch_max_wait_ms == 500
+    monkeypatch.setenv("LORASTREAM_FETCH_MAX_WAIT_MS", "250")
+    assert kafka_config(build_parser().parse_args(["send", "hi"])).fetch_max_wait_ms == 250
