@@ -189,7 +189,8 @@ def _print_outcome(event: TrainingEvent | None, out: Console) -> int:
 
 
 def cmd_train_worker(args: argparse.Namespace) -> int:
-    from consumers.training_worker import TrainingWorker, TrainWorkerConfig
+    from consumers.training_jobs import TrainWorkerConfig
+    from consumers.training_worker import TrainingWorker
 
     config = TrainWorkerConfig(
         base_model_path=os.path.abspath(args.model),

@@ -35,7 +35,7 @@ from consumers.land.training_run import (
     running_workers,
     train_all,
 )
-from consumers.training_worker import TrainWorkerConfig
+from consumers.training_jobs import TrainWorkerConfig
 from streamer import (
     KafkaConfig,
     TansuBroker,

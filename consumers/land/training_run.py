@@ -25,7 +25,8 @@ from rich.progress import (
 )
 
 from consumers.land.spec import LandError
-from consumers.training_worker import TrainingWorker, TrainWorkerConfig
+from consumers.training_jobs import TrainWorkerConfig
+from consumers.training_worker import TrainingWorker
 from schemas import (
     AdapterEvent,
     DatasetRef,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.training_worker import JobRefused, TrainWorkerConfig, prepare_job
+from consumers.training_jobs import JobRefused, TrainWorkerConfig, prepare_job
 from schemas import DatasetRef, TrainingRequest
 
 
