@@ -292,6 +292,8 @@ class InferenceService:
                 self._schedule_flush(answer)
         if not event.is_final:
             return
+        if event.adapter_tier is not None:
+            self.metrics.adapter_tier.labels(adapter_label(answer.request.adapter_id), event.adapter_tier).inc()
         if event.finish_reason is EngineFinish.ERROR:
             bad_input = event.error_code in _BAD_INPUT
             code = _BAD_INPUT.get(event.error_code) or _NOT_BAD_INPUT.get(event.error_code, ErrorCode.INTERNAL)

@@ -36,6 +36,12 @@ class Metrics:
         self.queue_ms = Histogram("lorastream_queue_ms", "Received → engine", ["adapter"], buckets=_MS_BUCKETS, registry=r)
         self.ttft_ms = Histogram("lorastream_ttft_ms", "Received → first token", ["adapter"], buckets=_MS_BUCKETS, registry=r)
         self.total_ms = Histogram("lorastream_total_ms", "Received → answered", ["adapter"], buckets=_MS_BUCKETS, registry=r)
+        self.adapter_tier = Counter(
+            "lorastream_adapter_tier_requests",
+            "Requests by the cache tier their adapter was in when they arrived (store: loaded for them)",
+            ["adapter", "tier"],
+            registry=r,
+        )
         self.inflight = Gauge("lorastream_inflight", "Requests admitted and not yet answered", registry=r)
         self.assigned_partitions = Gauge(
             "lorastream_assigned_partitions", "Request partitions this consumer owns", registry=r

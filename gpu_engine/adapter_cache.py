@@ -26,6 +26,7 @@ from gpu_engine.adapter_registry import AdapterRegistry
 from gpu_engine.adapters import read_adapter
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
+from gpu_engine.device_cache import TIER as DEVICE_TIER
 from gpu_engine.device_cache import DeviceCache
 from gpu_engine.errors import AdapterUnavailableError, EngineError
 from gpu_engine.host_cache import TIER as HOST_TIER
@@ -35,6 +36,8 @@ from gpu_engine.model_spec import ModelSpec
 from gpu_engine.segments import SlotKey
 from gpu_engine.sequence import AdapterKey, Sequence
 from gpu_engine.store import AdapterStore
+
+STORE_TIER = "store"  # where a request's adapter was when it arrived, if in neither memory tier
 
 
 def superseded(adapter_id: str, current: int | None) -> Callable[[AdapterKey], bool]:
@@ -80,14 +83,18 @@ class AdapterCache:
         """The version a new request gets; raises AdapterNotFoundError (retired, malformed id)."""
         return self.registry.resolve(adapter_id)
 
-    def prefetch(self, ref: AdapterRef) -> None:
+    def prefetch(self, ref: AdapterRef) -> str:
         """Start loading `ref` into the host tier unless it is resident or loading. Never blocks.
 
-        A failure is remembered by the loader and answered to the requests that need it.
+        Returns the tier it was in: "device", "host" or "store" (neither: loading, or a load just
+        started). A failure is remembered by the loader and answered to the requests that need it.
         """
         key = (ref.adapter_id, ref.version)
-        if key not in self.device:
-            self.loader.request(ref)
+        if key in self.device:
+            return DEVICE_TIER
+        tier = HOST_TIER if key in self.host else STORE_TIER
+        self.loader.request(ref)
+        return tier
 
     def register(self, ref: AdapterRef) -> None:
         """A new version: requests resolved from now on get it; other versions leave once unused."""

@@ -51,6 +51,7 @@ class _Arrival:
     request: GenerationRequest
     adapter_ref: AdapterRef | None
     error: EngineError | None
+    adapter_tier: str | None = None  # where the adapter was on arrival: device, host or store
 
 
 @dataclass
@@ -109,15 +110,15 @@ class Engine:
 
     def add_request(self, request: GenerationRequest) -> None:
         """Queue a request and start loading its adapter. Problems surface later as its final ERROR event."""
-        adapter_ref = error = None
+        adapter_ref = error = tier = None
         if request.adapter_id is not None:
             try:
                 adapter_ref = self.adapters.resolve(request.adapter_id)
-                self.adapters.prefetch(adapter_ref)
+                tier = self.adapters.prefetch(adapter_ref)
             except EngineError as exc:
                 error = exc
         with self._changed:
-            self._inbox.append(_Arrival(request, adapter_ref, error))
+            self._inbox.append(_Arrival(request, adapter_ref, error, tier))
             self._changed.notify_all()
 
     def abort(self, request_id: str) -> None:
@@ -245,6 +246,7 @@ class Engine:
             generator = make_generator(request.sampling, self.model.device)
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
             seq = Sequence.from_prompt(request, prompt_ids, adapter_ref=arrival.adapter_ref)
+            seq.adapter_tier = arrival.adapter_tier
             self.adapters.accept(seq)  # last: nothing after it can fail and leave its pin behind
         except EngineError as exc:
             return self._error(request, exc.code, str(exc))
@@ -285,15 +287,18 @@ class Engine:
             finish_reason=reason,
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_new_tokens,
+            adapter_tier=seq.adapter_tier,
         )
 
     def _error(
         self, request: GenerationRequest, code: EngineErrorCode, message: str, active: _Active | None = None
     ) -> GenerationEvent:
         prompt_tokens = completion_tokens = 0
+        tier = None
         if active is not None:
             self._release(active)
             prompt_tokens, completion_tokens = active.seq.num_prompt_tokens, active.seq.num_new_tokens
+            tier = active.seq.adapter_tier
         return GenerationEvent(
             request_id=request.request_id,
             finish_reason=FinishReason.ERROR,
@@ -301,6 +306,7 @@ class Engine:
             completion_tokens=completion_tokens,
             error_code=code,
             error_message=message,
+            adapter_tier=tier,
         )
 
     def _release(self, active: _Active) -> None:

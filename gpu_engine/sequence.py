@@ -27,6 +27,7 @@ class Sequence:
     num_computed: int = 0  # tokens whose keys/values are in the cache
     slot: int | None = None  # KV-cache slot while running
     num_new_tokens: int = 0
+    adapter_tier: str | None = None  # where its adapter was when it arrived: "device", "host" or "store"
 
     @classmethod
     def from_prompt(

@@ -87,6 +87,7 @@ class GenerationEvent:
     completion_tokens: int = 0
     error_code: EngineErrorCode | None = None
     error_message: str = ""
+    adapter_tier: str | None = None  # final event: where the adapter was on arrival (device, host, store)
 
     @property
     def is_final(self) -> bool:

@@ -284,3 +284,14 @@ def test_registry_and_prefetch_calls_from_other_threads_while_the_engine_steps(m
     engine.step()  # apply the last invalidations
     assert_nothing_pinned(engine)
     assert all(engine.adapters.registry.is_current(key) for key in engine.adapters.device.keys())
+
+
+def test_final_events_name_the_tier_the_adapter_was_in_on_arrival(make_engine):
+    """store (loaded for it) → device (resident) → host (evicted from the device only); None for the base."""
+    engine, _ = make_engine(device_cache_bytes=140_000)  # r16-all (131 kB) or r8-qv (14 kB), not both
+    tiers = []
+    for index, adapter in enumerate(["r8-qv", "r8-qv", "r16-all", "r8-qv", None]):
+        outcome = run_all(engine, [request(f"t{index}", adapter, max_new_tokens=2)])[f"t{index}"]
+        assert outcome.final.finish_reason is FinishReason.LENGTH
+        tiers.append(outcome.final.adapter_tier)
+    assert tiers == ["store", "device", "store", "host", None]

@@ -115,6 +115,7 @@ async def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tiny_
     await asyncio.wait_for(service.ready.wait(), 60)
     async with LoraClient(config=kafka, topics=topics) as client:
         await client.generate(PROMPT, adapter_id="acme/sentiment", max_new_tokens=4)
+        await client.generate(PROMPT, adapter_id="acme/sentiment", max_new_tokens=4)
     port = service.health.port
     scrape = await asyncio.to_thread(_get, port, "/metrics")
     health = await asyncio.to_thread(_get, port, "/healthz")
@@ -122,9 +123,13 @@ async def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tiny_
     service.stop()
     await asyncio.wait_for(task, 60)
     assert health == "ok\n" and ready == "ready\n"
-    assert 'lorastream_requests_total{adapter="acme/sentiment"} 1.0' in scrape
-    assert 'lorastream_completion_tokens_total{adapter="acme/sentiment"} 4.0' in scrape
-    assert 'lorastream_ttft_ms_count{adapter="acme/sentiment"} 1.0' in scrape
+    assert 'lorastream_requests_total{adapter="acme/sentiment"} 2.0' in scrape
+    assert 'lorastream_completion_tokens_total{adapter="acme/sentiment"} 8.0' in scrape
+    assert 'lorastream_ttft_ms_count{adapter="acme/sentiment"} 2.0' in scrape
+    # the first request's adapter came from the store, the second found it on the device
+    assert 'lorastream_adapter_tier_requests_total{adapter="acme/sentiment",tier="store"} 1.0' in scrape
+    assert 'lorastream_adapter_tier_requests_total{adapter="acme/sentiment",tier="device"} 1.0' in scrape
+    assert 'lorastream_adapter_cache_hits_total{tier="device"}' in scrape
 
 
 def _get(port: int, path: str) -> str:
