@@ -13,6 +13,7 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 # benchmark name → module with main(argv) -> int
 BENCHMARKS = {
     "engine": "bench.engine", "cache": "bench.cache", "kafka": "bench.kafka", "train": "bench.train",
+    "gpu": "bench.gpu",
     "all": "bench.report",
 }
 

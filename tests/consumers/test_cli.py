@@ -25,7 +25,7 @@ def test_help(command, capsys):
 
 
 def test_bench_names_cover_each_benchmark():
-    assert set(BENCHMARKS) == {"engine", "cache", "kafka", "train", "all"}
+    assert set(BENCHMARKS) == {"engine", "cache", "kafka", "train", "gpu", "all"}
 
 
 def test_cli_import_leaves_torch_out():

@@ -1,0 +1,200 @@
+"""`lorastream bench gpu`: multi-LoRA decode throughput on a CUDA GPU (issue 3 §7), for a device run.
+
+A ~1B-parameter Llama-shaped model with random weights (hidden 2048, intermediate 5632, 22 layers,
+32 heads, 4 KV heads; a 512-token vocabulary, so the LM head is small), bf16, decoding a batch of
+128 sequences with the engine's default backend on CUDA (the Triton kernels). Measured in one run,
+rounds interleaved: base only; LoRA-Land-style adapters (rank 8 on q_proj, v_proj) with 1, 32 and
+128 distinct adapters in the batch; heavy adapters (rank 16 on all 7 projections) with 1 and 32.
+Goal: 128 distinct LoRA-Land adapters at ≥ 0.9 of the base-only speed (`land_128_over_base`).
+
+`--shape tiny --device cpu --dtype float32` runs the same code in seconds (the suite does, to
+keep this script working between device runs). bench/gpu_check.sh wraps it with the Triton tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.engine import ALL_PROJECTIONS, OursRunner, write_adapters
+
+SHAPES = {
+    "1b": {"hidden": 2048, "intermediate": 5632, "layers": 22, "heads": 32, "kv_heads": 4, "init_std": 0.02},
+    "tiny": {"hidden": 64, "intermediate": 128, "layers": 2, "heads": 4, "kv_heads": 2, "init_std": 0.02},
+}
+GOAL = {"land_128_over_base": 0.9}
+
+
+def parse_distinct(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("distinct adapter counts must be >= 1")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="lorastream bench gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    parser.add_argument("--plot", metavar="FILE", help="PNG of tokens/s against distinct adapters")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="1b")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--batch-size", type=int, default=128, help="sequences decoded together (default 128)")
+    parser.add_argument("--distinct", type=parse_distinct, default=[1, 32, 128],
+                        help="distinct LoRA-Land adapters per batch (default 1,32,128)")
+    parser.add_argument("--heavy-distinct", type=parse_distinct, default=[1, 32],
+                        help="distinct heavy adapters per batch (default 1,32)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sequence (default 64)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--workdir", help="where to build the model and adapters (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.new_tokens < 2 or args.batch_size < 1:
+        parser.error("--rounds >= 1, --new-tokens >= 2 and --batch-size >= 1 are required")
+    if max(args.distinct + args.heavy_distinct) > args.batch_size:
+        parser.error("a distinct adapter count cannot exceed --batch-size")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU (use --device cpu --shape tiny to try it here)")
+    args.clock = "wall"
+    return args
+
+
+def count_params(model_dir: Path) -> int:
+    """Parameters in a saved checkpoint, read from the safetensors headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+    return total
+
+
+def build(workdir: Path, args) -> tuple[OursRunner, dict[str, list[str]], dict[str, object]]:
+    from gpu_engine.tiny import build_tiny_model
+
+    started = time.perf_counter()
+    model_dir = build_tiny_model(workdir / "model", **SHAPES[args.shape])
+    root = workdir / "adapters"
+    land, land_params = write_adapters(model_dir, root, "land", max(args.distinct), 8, ("q_proj", "v_proj"), seed=1)
+    heavy, heavy_params = write_adapters(model_dir, root, "heavy", max(args.heavy_distinct), 16, ALL_PROJECTIONS, seed=2)
+    ours = OursRunner(model_dir, root, args, land + heavy, time.perf_counter)
+    num_params = count_params(model_dir)
+    info = {
+        "num_params": num_params,
+        "land_adapter_params": land_params,
+        "heavy_adapter_params": heavy_params,
+        "lora_backend": ours.engine.lora_backend,
+        "build_s": time.perf_counter() - started,
+    }
+    return ours, {"land": land, "heavy": heavy}, info
+
+
+def workloads(ours: OursRunner, adapters: dict[str, list[str]], args) -> dict[str, object]:
+    batch, n = args.batch_size, args.new_tokens
+
+    def spread(names: list[str], distinct: int) -> list[str]:
+        return [names[i % distinct] for i in range(batch)]
+
+    runs = {"base": lambda: ours.tokens_per_s([None] * batch, n)}
+    for d in args.distinct:
+        runs[f"land_{d}"] = lambda d=d: ours.tokens_per_s(spread(adapters["land"], d), n)
+    for d in args.heavy_distinct:
+        runs[f"heavy_{d}"] = lambda d=d: ours.tokens_per_s(spread(adapters["heavy"], d), n)
+    return runs
+
+
+def measure(runs: dict[str, object], rounds: int) -> dict[str, list[float]]:
+    """Every workload once per round, in alternating order; one untimed warm-up pass first."""
+    for run in runs.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else reversed(names):
+            samples[name].append(runs[name]())
+        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
+    return samples
+
+
+def summarize(medians: dict[str, float]) -> dict[str, float]:
+    base = medians["base"]
+    return {f"{name}_over_base": value / base for name, value in medians.items() if name != "base"}
+
+
+def save_plot(path: str, medians: dict[str, float], args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(args.distinct, [medians[f"land_{d}"] for d in args.distinct], "o-", label="LoRA-Land r8 q,v")
+    ax.plot(args.heavy_distinct, [medians[f"heavy_{d}"] for d in args.heavy_distinct], "s-", label="heavy r16, 7 proj")
+    ax.axhline(medians["base"], linestyle="--", color="gray", label="base only")
+    ax.set_xscale("log", base=2)
+    ticks = sorted(set(args.distinct + args.heavy_distinct))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel("distinct adapters in the batch")
+    ax.set_ylabel("decode tokens/s")
+    ax.set_ylim(0, 1.15 * max(medians.values()))
+    ax.set_title(f"Multi-LoRA decode, batch {args.batch_size}, {args.shape} Llama, {args.dtype}, {args.device}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def environment(args) -> dict[str, object]:
+    env: dict[str, object] = {"torch": torch.__version__, "python": sys.version.split()[0]}
+    if args.device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="lorastream-bench-gpu-") as tmp:
+        workdir = Path(args.workdir) if args.workdir else Path(tmp)
+        print(f"building the {args.shape} model and adapters in {workdir} ...", flush=True)
+        ours, adapters, info = build(workdir, args)
+        print(f"{info['num_params'] / 1e6:,.1f}M parameters, LoRA backend {info['lora_backend']}, "
+              f"built in {info['build_s']:.0f} s", flush=True)
+        samples = measure(workloads(ours, adapters, args), args.rounds)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    ratios = summarize(medians)
+    print(f"\n{'workload':<12}{'tokens/s':>12}{'vs base':>10}")
+    for name, value in medians.items():
+        print(f"{name:<12}{value:>12.0f}{value / medians['base']:>10.3f}")
+    for name, goal in GOAL.items():
+        if name in ratios:
+            print(f"\n{name} = {ratios[name]:.3f} (goal >= {goal}: {'met' if ratios[name] >= goal else 'MISSED'})")
+    result = {
+        "config": {key: value for key, value in vars(args).items() if key not in ("json", "plot")},
+        "shape": SHAPES[args.shape],
+        "environment": environment(args),
+        "info": info,
+        "tokens_per_s_median": medians,
+        "tokens_per_s_samples": samples,
+        "ratios": ratios,
+        "goal": GOAL,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if args.plot:
+        save_plot(args.plot, medians, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
