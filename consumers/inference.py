@@ -19,6 +19,7 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from consumers.answer import Answer, derived_seed
 from consumers.cache_metrics import CacheCollector
+from consumers.chunk_batcher import ChunkBatcher
 from consumers.config import ServeConfig
 from consumers.control import ControlListener
 from consumers.epochs import PartitionEpochs
@@ -27,9 +28,13 @@ from consumers.outbox import Outbox
 from consumers.registry import AdapterRegistryListener
 from gpu_engine.types import (
     EngineErrorCode,
-    FinishReason as EngineFinish,
     GenerationEvent,
     GenerationRequest,
+)
+from gpu_engine.types import (
+    FinishReason as EngineFinish,
+)
+from gpu_engine.types import (
     SamplingParams as EngineSampling,
 )
 from schemas import (
@@ -41,7 +46,6 @@ from schemas import (
     decode_request,
     encode,
 )
-from streamer.admin import admin_client
 from streamer import (
     KafkaConfig,
     OffsetTracker,
@@ -51,6 +55,7 @@ from streamer import (
     make_consumer,
     make_producer,
 )
+from streamer.admin import admin_client
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,7 @@ class InferenceService:
         self._paused = False
         self._consumer = None
         self._outbox: Outbox | None = None
+        self._batcher: ChunkBatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.epochs: PartitionEpochs | None = None
         self._served_by = config.served_by
@@ -139,6 +145,7 @@ class InferenceService:
         await producer.start()
         self._outbox = Outbox(producer)
         self._outbox.start()
+        self._batcher = ChunkBatcher(self._outbox, self._loop)
         self.runner.start()
         if self.registry is not None:
             await self.registry.start()
@@ -322,7 +329,9 @@ class InferenceService:
             return
         reply_to = answer.request.reply_to
         chunk = answer.take_chunk()
-        if reply_to is not None:
+        if reply_to is not None and answer.request.batch_chunks:
+            self._batcher.add(reply_to, chunk)
+        elif reply_to is not None:
             self._outbox.put(
                 reply_to.topic,
                 encode(chunk),
@@ -363,6 +372,7 @@ class InferenceService:
         key = answer.request_id.encode()
         reply_to = answer.request.reply_to
         if reply_to is not None:
+            self._batcher.flush(reply_to)  # the request's last chunk goes before its last record
             self._outbox.put(
                 reply_to.topic, value, key=key, partition=reply_to.partition, best_effort=True
             )

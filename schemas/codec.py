@@ -15,8 +15,9 @@ from schemas.inference import (
     Error,
     Final,
     InferenceRequest,
+    ChunkBatch,
     ReplyAddress,
-    ReplyRecord,
+    ReplyWire,
     TokenChunk,
 )
 from schemas.limits import REQUEST_ID_PATTERN, SCHEMA_VERSION
@@ -60,8 +61,8 @@ def decode_request(data: bytes) -> InferenceRequest:
     return decode(data, InferenceRequest)
 
 
-def decode_reply(data: bytes) -> TokenChunk | Final | Error:
-    return decode(data, ReplyRecord)
+def decode_reply(data: bytes) -> TokenChunk | ChunkBatch | Final | Error:
+    return decode(data, ReplyWire)
 
 
 def decode_control(data: bytes) -> CancelRequest | CancelJob:

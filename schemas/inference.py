@@ -9,6 +9,7 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
+    MAX_BATCH_CHUNKS,
     MAX_NEW_TOKENS,
     MAX_PRIORITY,
     MAX_PROMPT_BYTES,
@@ -57,6 +58,9 @@ class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="ki
     attempt: Attempt = 0
     created_ms: NonNegInt = 0  # sender's clock, for queue-time accounting
     stream: bool = True  # False: no TokenChunk records, only the Final
+    # True: the requester reads ChunkBatch records, so the service may pack the chunks of several
+    # requests bound for the same reply address into one record (fewer records per token)
+    batch_chunks: bool = False
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -122,7 +126,16 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="kind"):
     schema_version: int = SCHEMA_VERSION
 
 
-ReplyRecord = TokenChunk | Final | Error
+class ChunkBatch(msgspec.Struct, frozen=True, tag="chunks", tag_field="kind"):
+    """TokenChunks of several requests bound for one reply address, in one record. Sent only to
+    requesters that set `batch_chunks`; each chunk keeps its own (request_id, attempt, seq)."""
+
+    chunks: Annotated[list[TokenChunk], msgspec.Meta(min_length=1, max_length=MAX_BATCH_CHUNKS)]
+    schema_version: int = SCHEMA_VERSION
+
+
+ReplyRecord = TokenChunk | Final | Error  # what one request's answer consists of
+ReplyWire = TokenChunk | ChunkBatch | Final | Error  # what a reply topic carries
 
 
 class CancelRequest(msgspec.Struct, frozen=True, tag="cancel", tag_field="kind"):

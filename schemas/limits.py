@@ -16,6 +16,7 @@ MAX_TOP_K = 1000
 MAX_TEMPERATURE = 10.0
 MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_ATTEMPT = 1000
+MAX_BATCH_CHUNKS = 1024  # TokenChunks in one ChunkBatch record
 
 # letters, digits and ._-/ ; 1-128 chars; no "..", no leading "/"
 ADAPTER_ID_PATTERN = r"^(?!/)(?!.*\.\.)[A-Za-z0-9._/-]{1,128}$"

@@ -348,6 +348,7 @@ class LoraClient:
             priority=priority,
             created_ms=now_ms,
             stream=stream,
+            batch_chunks=True,  # the reply reader unpacks ChunkBatch records
         )
 
     # --- used by RequestStream -------------------------------------------------------------

@@ -8,7 +8,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from schemas import InvalidEvent, ReplyAddress, decode_reply
+from schemas import ChunkBatch, InvalidEvent, ReplyAddress, decode_reply
 from streamer.config import KafkaConfig
 from streamer.errors import ClientClosed
 from streamer.kafka import start_consumer
@@ -92,4 +92,8 @@ class ReplyReader:
         except InvalidEvent as exc:
             log.warning("ignoring an undecodable reply record: %s", exc)
             return
-        self.demux.dispatch(record)
+        if isinstance(record, ChunkBatch):
+            for chunk in record.chunks:
+                self.demux.dispatch(chunk)
+        else:
+            self.demux.dispatch(record)

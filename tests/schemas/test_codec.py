@@ -125,3 +125,14 @@ def test_training_hyperparameter_defaults_match_lora_land():
     with pytest.raises(InvalidEvent) as info:
         schemas.decode_training_request(bad)
     assert info.value.code is ErrorCode.INVALID_REQUEST
+
+
+def test_chunk_batches_decode_as_replies_and_are_opt_in():
+    chunks = [schemas.TokenChunk("r1", 0, 0, "he", [1]), schemas.TokenChunk("r2", 1, 3, "llo", [2, 3])]
+    batch = schemas.decode_reply(schemas.encode(schemas.ChunkBatch(chunks)))
+    assert isinstance(batch, schemas.ChunkBatch) and batch.chunks == chunks
+    with pytest.raises(InvalidEvent):
+        schemas.decode_reply(b'{"kind":"chunks","chunks":[]}')
+    # a request from a client that predates batches does not ask for them
+    old = schemas.decode_request(b'{"kind":"request","request_id":"r1","prompt":"hi"}')
+    assert old.batch_chunks is False

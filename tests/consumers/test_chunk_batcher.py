@@ -1,0 +1,64 @@
+"""ChunkBatcher: chunks released in one loop iteration leave as one record per reply address."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consumers.chunk_batcher import ChunkBatcher
+from schemas import ChunkBatch, ReplyAddress, TokenChunk, decode_reply
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, object, bytes | None, int | None]] = []
+
+    def put(self, topic, value, *, key=None, partition=None, on_delivered=None, best_effort=False):
+        assert best_effort and on_delivered is None  # chunks never hold up offsets
+        self.records.append((topic, decode_reply(value), key, partition))
+
+
+A, B = ReplyAddress("replies.a", 0), ReplyAddress("replies.b", 3)
+
+
+def chunk(request_id: str, seq: int) -> TokenChunk:
+    return TokenChunk(request_id, 0, seq, f"{request_id}:{seq}", [seq])
+
+
+async def test_one_record_per_address_per_iteration():
+    outbox = FakeOutbox()
+    batcher = ChunkBatcher(outbox, asyncio.get_running_loop())
+    for request_id in ("r1", "r2", "r3"):
+        batcher.add(A, chunk(request_id, 0))
+    batcher.add(B, chunk("r9", 0))
+    assert outbox.records == []  # nothing leaves before the iteration ends
+    await asyncio.sleep(0)
+    (topic_a, batch, key_a, part_a), (topic_b, single, key_b, part_b) = outbox.records
+    assert (topic_a, key_a, part_a) == ("replies.a", None, 0)
+    assert isinstance(batch, ChunkBatch) and [c.request_id for c in batch.chunks] == ["r1", "r2", "r3"]
+    assert (topic_b, key_b, part_b, single) == ("replies.b", b"r9", 3, chunk("r9", 0))  # alone: a plain chunk
+    assert (batcher.records_sent, batcher.chunks_sent) == (2, 4)
+    batcher.add(A, chunk("r1", 1))
+    await asyncio.sleep(0)
+    assert outbox.records[-1][1] == chunk("r1", 1)  # a later iteration makes a new record
+
+
+async def test_flush_sends_before_a_final_and_a_full_record_leaves_at_once():
+    outbox = FakeOutbox()
+    batcher = ChunkBatcher(outbox, asyncio.get_running_loop(), max_chunks=3)
+    batcher.add(A, chunk("r1", 0))
+    batcher.add(A, chunk("r2", 0))
+    batcher.flush(A)  # what the service does right before queueing r1's Final
+    assert [c.request_id for c in outbox.records[0][1].chunks] == ["r1", "r2"]
+    batcher.flush(A)  # nothing pending: nothing sent
+    for seq in range(4):
+        batcher.add(B, chunk("r3", seq))
+    assert len(outbox.records) == 2 and len(outbox.records[1][1].chunks) == 3
+    await asyncio.sleep(0)
+    assert outbox.records[2][1] == chunk("r3", 3)
+
+
+async def test_max_chunks_is_validated():
+    with pytest.raises(ValueError):
+        ChunkBatcher(FakeOutbox(), asyncio.get_running_loop(), max_chunks=0)
