@@ -325,7 +325,7 @@ async def running_service(kafka, topics, runner, chunk_flush_ms: float):
     if ready not in done:
         raise TimeoutError("the inference service did not become ready in 60 s")
     try:
-        yield
+        yield service
     finally:
         service.stop()
         await asyncio.wait_for(task, 60)
@@ -351,7 +351,7 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
     samples = Samples()
     try:
         async with (
-            running_service(kafka, topics, runner, args.chunk_flush_ms),
+            running_service(kafka, topics, runner, args.chunk_flush_ms) as service,
             ClientProcess(kafka, topics, submit_topics) as client,
         ):
             pids = {"serving": os.getpid(), "client": client.pid, "broker": broker_pid}
@@ -366,7 +366,7 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
                     probe = client.probe(probe_workload) if path == KAFKA else inprocess_probe(runner, probe_workload)
                     samples.probes[path].extend(await probe)
                 samples.submit_rps.append(await client.submit_rps(workload, args.submit_count))
-                print(f"round {index + 1}/{args.rounds}: "
+                print(f"round {index + 1}/{args.rounds}: chunks per reply record so far {service.chunks_per_reply_record:.1f}, "
                       + ", ".join(f"{r.path} {r.tokens_per_s:.0f} tok/s" for r in samples.rounds[-2:])
                       + f", submit {samples.submit_rps[-1]:.0f}/s", file=sys.stderr)
     finally:

@@ -117,6 +117,12 @@ class InferenceService:
         self.epochs: PartitionEpochs | None = None
         self._served_by = config.served_by
 
+    @property
+    def chunks_per_reply_record(self) -> float:
+        """TokenChunks per reply record sent for requests that accept ChunkBatch records (1.0: none packed)."""
+        batcher = self._batcher
+        return batcher.chunks_sent / batcher.records_sent if batcher is not None and batcher.records_sent else 1.0
+
     def stop(self) -> None:
         """Stop intake; `run` drains in-flight requests, commits, and returns."""
         self._stopping.set()
