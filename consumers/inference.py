@@ -23,11 +23,11 @@ from consumers.chunk_batcher import ChunkBatcher
 from consumers.config import ServeConfig
 from consumers.control import ControlListener
 from consumers.epochs import PartitionEpochs
+from consumers.error_map import wire_code
 from consumers.metrics import HealthServer, Metrics, adapter_label
 from consumers.outbox import Outbox
 from consumers.registry import AdapterRegistryListener
 from gpu_engine.types import (
-    EngineErrorCode,
     GenerationEvent,
     GenerationRequest,
 )
@@ -60,22 +60,6 @@ from streamer.admin import admin_client
 log = logging.getLogger(__name__)
 
 _RESEND_DELAY_S = 0.5
-
-# engine refusals that mean the request itself was bad: they also go to the dead-letter topic
-_BAD_INPUT = {
-    EngineErrorCode.ADAPTER_NOT_FOUND: ErrorCode.ADAPTER_NOT_FOUND,
-    EngineErrorCode.ADAPTER_INVALID: ErrorCode.ADAPTER_INVALID,
-    EngineErrorCode.ADAPTER_CORRUPT: ErrorCode.ADAPTER_CORRUPT,
-    EngineErrorCode.ADAPTER_MISSING_FILE: ErrorCode.ADAPTER_MISSING_FILE,
-    EngineErrorCode.ADAPTER_BASE_MISMATCH: ErrorCode.ADAPTER_BASE_MISMATCH,
-    EngineErrorCode.ADAPTER_RANK_TOO_LARGE: ErrorCode.ADAPTER_RANK_TOO_LARGE,
-    EngineErrorCode.ADAPTER_UNSUPPORTED: ErrorCode.ADAPTER_UNSUPPORTED,
-    EngineErrorCode.ADAPTER_CHECKSUM_MISMATCH: ErrorCode.ADAPTER_CHECKSUM_MISMATCH,
-    EngineErrorCode.PROMPT_TOO_LONG: ErrorCode.PROMPT_TOO_LONG,
-    EngineErrorCode.INVALID_PARAMS: ErrorCode.INVALID_REQUEST,
-}
-# engine failures that are not the request's fault: answered, but not dead-lettered
-_NOT_BAD_INPUT = {EngineErrorCode.ADAPTER_UNAVAILABLE: ErrorCode.ADAPTER_UNAVAILABLE}
 
 
 class Runner(Protocol):
@@ -308,8 +292,7 @@ class InferenceService:
         if event.adapter_tier is not None:
             self.metrics.adapter_tier.labels(adapter_label(answer.request.adapter_id), event.adapter_tier).inc()
         if event.finish_reason is EngineFinish.ERROR:
-            bad_input = event.error_code in _BAD_INPUT
-            code = _BAD_INPUT.get(event.error_code) or _NOT_BAD_INPUT.get(event.error_code, ErrorCode.INTERNAL)
+            code, bad_input = wire_code(event.error_code)
             self._send_error(answer, code, event.error_message, dead_letter=bad_input)
         elif event.finish_reason is EngineFinish.EXPIRED:
             self._send_error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")

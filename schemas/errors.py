@@ -20,7 +20,15 @@ class ErrorCode(str, enum.Enum):
     ADAPTER_UNSUPPORTED = "adapter_unsupported"  # a LoRA variant or module the engine does not serve
     ADAPTER_CHECKSUM_MISMATCH = "adapter_checksum_mismatch"  # files differ from the registered checksum
     ADAPTER_UNAVAILABLE = "adapter_unavailable"  # adapter store unreachable; retrying may succeed
+    ADAPTER_TOO_LARGE = "adapter_too_large"  # a file of the adapter is over the server's byte cap
+    ADAPTER_PATH_REFUSED = "adapter_path_refused"  # uri/file outside the configured roots (symlink, other bucket)
+    ADAPTER_PATTERN_UNSAFE = "adapter_pattern_unsafe"  # rank/alpha pattern that cannot be matched in linear time
     PROMPT_TOO_LONG = "prompt_too_long"  # more tokens than the model's context allows
+    REPLY_TOPIC_REFUSED = "reply_topic_refused"  # reply_to outside the reply-topic pattern, or a service topic
+    REPLY_TOPIC_NOT_FOUND = "reply_topic_not_found"  # reply_to topic or partition does not exist
+    REPLY_NOT_AUTHORIZED = "reply_not_authorized"  # the broker's ACLs refuse the service writes there
+    RECORD_TOO_LARGE = "record_too_large"  # an answer record over the producer's/broker's size limit
+    DATASET_REFUSED = "dataset_refused"  # a dataset uri outside the configured dataset roots
     EXPIRED = "expired"  # deadline passed before the work was done
     CANCELLED = "cancelled"
     OVERLOADED = "overloaded"
