@@ -17,6 +17,7 @@ from schemas import (
     TokenChunk,
     Usage,
 )
+from schemas.limits import clip_message
 
 
 def derived_seed(request_id: str) -> int:
@@ -49,6 +50,8 @@ class Answer:
     finished: bool = False
     extra_offsets: list[tuple[object, int]] = field(default_factory=list)  # same request re-read
     served_by: str | None = None
+    adapter_resolved: bool = False  # the engine found its adapter (only then is the id a metric label)
+    reply_failed: bool = False  # nothing more goes to reply_to (refused, or a send there failed)
 
     @property
     def request_id(self) -> str:
@@ -74,6 +77,7 @@ class Answer:
             seq=self.seq,
             text="".join(self.pending_text),
             token_ids=list(self.pending_ids),
+            reply_token=self.request.reply_token,
         )
         self.seq += 1
         self.pending_text.clear()
@@ -98,6 +102,7 @@ class Answer:
                 total_ms=_ms(now - self.received_s),
             ),
             served_by=self.served_by,
+            reply_token=self.request.reply_token,
         )
         self.seq += 1
         return record
@@ -108,8 +113,9 @@ class Answer:
             attempt=self.attempt,
             seq=self.seq,
             code=code,
-            message=message,
+            message=clip_message(message),
             served_by=self.served_by,
+            reply_token=self.request.reply_token,
         )
         self.seq += 1
         return record

@@ -8,25 +8,37 @@ sends one `ChunkBatch` per reply address, or the plain TokenChunk when there is 
 requests that set `batch_chunks` come here; the service sends other requests' chunks one by one.
 
 Order: a request's Final or Error must not overtake its last chunk. So the service calls
-`flush(address)` right before it queues a request's last record, and everything goes through the
-one ordered outbox.
+`flush(address)` right before it queues a request's last record, and both go through the same
+outbox lane (one per topic). A record that cannot be sent is reported to `on_failed` once for each
+request whose chunks it carried.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from consumers.outbox import Outbox
+from consumers.send_policy import SendOutcome
 from schemas import ChunkBatch, ReplyAddress, TokenChunk, encode
+
+OnFailed = Callable[[str, SendOutcome], None]  # (request_id, outcome)
 
 MAX_CHUNKS_PER_RECORD = 256  # well under the schema's 1024 and Kafka's 1 MiB default record limit
 
 
 class ChunkBatcher:
-    def __init__(self, outbox: Outbox, loop: asyncio.AbstractEventLoop, max_chunks: int = MAX_CHUNKS_PER_RECORD) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        loop: asyncio.AbstractEventLoop,
+        max_chunks: int = MAX_CHUNKS_PER_RECORD,
+        on_failed: OnFailed | None = None,
+    ) -> None:
         if max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")
         self._outbox = outbox
+        self._on_failed = on_failed
         self._loop = loop
         self._max_chunks = max_chunks
         self._pending: dict[tuple[str, int | None], list[TokenChunk]] = {}
@@ -64,6 +76,15 @@ class ChunkBatcher:
             value, record_key = encode(chunks[0]), chunks[0].request_id.encode()
         else:
             value, record_key = encode(ChunkBatch(chunks)), None
-        self._outbox.put(topic, value, key=record_key, partition=partition, best_effort=True)
+        request_ids = list(dict.fromkeys(chunk.request_id for chunk in chunks))
+        self._outbox.put(
+            topic, value, key=record_key, partition=partition, on_done=lambda outcome: self._done(request_ids, outcome)
+        )
         self.records_sent += 1
         self.chunks_sent += len(chunks)
+
+    def _done(self, request_ids: list[str], outcome: SendOutcome) -> None:
+        if outcome.ok or self._on_failed is None:
+            return
+        for request_id in request_ids:
+            self._on_failed(request_id, outcome)

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--host-cache-mb", type=float, default=None, help="parsed adapters in host memory (pinned on CUDA)")
     cache.add_argument("--disk-cache-dir", default=None, help="local copies of remote adapters (default: a temp dir)")
     cache.add_argument("--disk-cache-mb", type=float, default=None)
+    from consumers.commands import add_adapter_bound_options
+
+    add_adapter_bound_options(serve)
     serve.add_argument("--max-adapters-per-step", type=int, default=None, help="distinct adapters in one engine step")
     serve.add_argument("--fairness", choices=["vtc", "fifo"], default="vtc", help="scheduling across adapters (default vtc)")
     serve.add_argument("--quantize", choices=["nf4"], default=None, help="load the base in 4-bit NF4 (bitsandbytes)")
@@ -88,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--chunk-flush-ms", type=float, default=20.0)
     serve.add_argument("--request-partitions", type=int, default=8)
     serve.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on this port")
+    lane = serve.add_argument_group("delivery boundaries")
+    lane.add_argument(
+        "--reply-topic-pattern", default=os.environ.get("LORASTREAM_REPLY_TOPIC_PATTERN"),
+        help="glob of topics answers may go to (default: <prefix>.replies.*; the service's own topics never)",
+    )
+    lane.add_argument(
+        "--dead-letter-max-kb", type=float, default=None,
+        help="keep a refused record whole in its dead letter up to this size, else its head, size and SHA-256 (default 512)",
+    )
+    lane.add_argument(
+        "--commit-stall-s", type=float, default=None,
+        help="a partition with lag whose commit has not moved this long turns /readyz false (default 120)",
+    )
     kafka_options(serve)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)", description="Run the embedded, memory-only Tansu broker until interrupted.")

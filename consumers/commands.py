@@ -46,6 +46,36 @@ def _mib(value: float | None) -> int | None:
     return None if value is None else int(value * 2**20)
 
 
+def add_adapter_bound_options(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s flags for where adapter files may come from and how large they may be (docs/adapter-store.md)."""
+    from gpu_engine.config import EngineConfig  # no torch: the defaults are defined there once
+
+    group = serve.add_argument_group("adapter boundaries")
+    roots = os.environ.get("LORASTREAM_ADAPTER_URI_ROOTS")
+    group.add_argument(
+        "--adapter-uri-root", action="append", default=roots.split(",") if roots else [], metavar="DIR_OR_S3_PREFIX",
+        help="besides --adapters: a directory or s3://bucket/prefix that registry uris may name; repeatable"
+        " (env LORASTREAM_ADAPTER_URI_ROOTS, comma-separated). Any other uri is refused",
+    )
+    group.add_argument(
+        "--max-adapter-weights-mb", type=float, default=EngineConfig.max_adapter_weights_bytes / 2**20,
+        help="a larger adapter_model.safetensors is refused before it is read or downloaded (default %(default)g)",
+    )
+    group.add_argument(
+        "--max-adapter-config-mb", type=float, default=EngineConfig.max_adapter_config_bytes / 2**20,
+        help="the same for adapter_config.json (default %(default)g)",
+    )
+    group.add_argument(
+        "--max-pending-adapter-loads", type=int, default=EngineConfig.max_pending_adapter_loads,
+        help="adapter loads queued or running; requests beyond get adapter_unavailable (default %(default)d)",
+    )
+
+
+def _given(**settings):
+    """Only the settings given on the command line; the rest keep their one default in the config."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from consumers.config import ServeConfig
     from consumers.serve import build_runner, serve_forever
@@ -58,6 +88,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         chunk_flush_ms=args.chunk_flush_ms,
         request_partitions=args.request_partitions,
         metrics_port=args.metrics_port,
+        reply_topic_pattern=args.reply_topic_pattern,
+        **_given(
+            dead_letter_max_original_bytes=None if args.dead_letter_max_kb is None else int(args.dead_letter_max_kb * 1024),
+            commit_stall_s=args.commit_stall_s,
+        ),
     )
     runner = build_runner(
         model_path=args.model,
@@ -74,6 +109,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         disk_cache_bytes=_mib(args.disk_cache_mb),
         max_adapters_per_step=args.max_adapters_per_step,
         fairness=args.fairness,
+        adapter_uri_roots=tuple(args.adapter_uri_root),
+        max_adapter_weights_bytes=_mib(args.max_adapter_weights_mb),
+        max_adapter_config_bytes=_mib(args.max_adapter_config_mb),
+        max_pending_adapter_loads=args.max_pending_adapter_loads,
     )
     run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
     return 0

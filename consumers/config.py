@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from consumers.send_policy import RetryPolicy
+from schemas.deadletter import DEFAULT_DEAD_LETTER_ORIGINAL_BYTES
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class ServeConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int | None = None  # None: no HTTP endpoint; 0: any free port
     registry_catch_up_s: float = 10.0  # at start, wait this long at most to replay the adapters topic
+    reply_topic_pattern: str | None = None  # glob of topics answers may go to; None: "<prefix>.replies.*"
+    dead_letter_max_original_bytes: int = DEFAULT_DEAD_LETTER_ORIGINAL_BYTES  # longer originals are truncated
+    commit_stall_s: float = 120.0  # a partition with lag whose commit has not moved this long: not ready
+    send_retry: RetryPolicy = field(default_factory=RetryPolicy)  # transient send failures only
 
     @property
     def served_by(self) -> str:
@@ -53,3 +60,13 @@ class ServeConfig:
             raise ValueError("registry_catch_up_s must be >= 0")
         if self.request_partitions < 1:
             raise ValueError("request_partitions must be >= 1")
+        if self.reply_topic_pattern is not None and not self.reply_topic_pattern.strip():
+            raise ValueError("reply_topic_pattern must not be empty")
+        if self.dead_letter_max_original_bytes < 0:
+            raise ValueError("dead_letter_max_original_bytes must be >= 0")
+        if self.commit_stall_s <= 0:
+            raise ValueError("commit_stall_s must be > 0")
+
+    def reply_pattern(self, prefix: str) -> str:
+        """The reply-topic glob for a deployment whose topics start with `prefix`."""
+        return self.reply_topic_pattern or f"{prefix}.replies.*"

@@ -20,10 +20,14 @@ _BAD_INPUT: dict[EngineErrorCode, ErrorCode] = {
     EngineErrorCode.ADAPTER_RANK_TOO_LARGE: ErrorCode.ADAPTER_RANK_TOO_LARGE,
     EngineErrorCode.ADAPTER_UNSUPPORTED: ErrorCode.ADAPTER_UNSUPPORTED,
     EngineErrorCode.ADAPTER_CHECKSUM_MISMATCH: ErrorCode.ADAPTER_CHECKSUM_MISMATCH,
+    EngineErrorCode.ADAPTER_TOO_LARGE: ErrorCode.ADAPTER_TOO_LARGE,
+    EngineErrorCode.ADAPTER_PATH_REFUSED: ErrorCode.ADAPTER_PATH_REFUSED,
+    EngineErrorCode.ADAPTER_PATTERN_UNSAFE: ErrorCode.ADAPTER_PATTERN_UNSAFE,
     EngineErrorCode.PROMPT_TOO_LONG: ErrorCode.PROMPT_TOO_LONG,
     EngineErrorCode.INVALID_PARAMS: ErrorCode.INVALID_REQUEST,
 }
-# engine failures that are not the request's fault: answered, not dead-lettered
+# engine failures that are not the request's fault: answered, not dead-lettered (adapter_unavailable
+# also answers a request refused because too many adapter loads were pending)
 _NOT_BAD_INPUT: dict[EngineErrorCode, ErrorCode] = {
     EngineErrorCode.ADAPTER_UNAVAILABLE: ErrorCode.ADAPTER_UNAVAILABLE,
 }

@@ -1,10 +1,11 @@
 """The inference consumer: Kafka requests in, engine work off the event loop, answers out.
 
-Flow per record: decode/validate → admit (an `Answer`) → the engine thread generates → events
-come back to the loop through `call_soon_threadsafe` → token chunks are batched on a short
-flush interval → a Final (or Error) to the reply address and a copy to the results topic →
-the offset becomes committable once the results copy is acknowledged and every lower offset of
-its partition is answered too.
+Flow per record: decode/validate → check the reply address (pattern, existence) → admit (an
+`Answer`) → the engine thread generates → events come back to the loop through
+`call_soon_threadsafe` → the `AnswerWriter` sends chunks, the last record and the results copy
+through the per-destination outbox → the offset becomes committable once the results copy (or,
+for a refused record, its dead letter) is acknowledged and every lower offset of its partition is
+finished too. Any exception between fetch and answer becomes a typed Error plus a dead letter.
 """
 
 from __future__ import annotations
@@ -18,31 +19,26 @@ from typing import Protocol
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 
 from consumers.answer import Answer, derived_seed
+from consumers.answer_writer import AnswerWriter
 from consumers.cache_metrics import CacheCollector
-from consumers.chunk_batcher import ChunkBatcher
+from consumers.commit_watchdog import CommitWatchdog
 from consumers.config import ServeConfig
 from consumers.control import ControlListener
 from consumers.epochs import PartitionEpochs
 from consumers.error_map import wire_code
-from consumers.metrics import HealthServer, Metrics, adapter_label
+from consumers.metrics import HealthServer, Metrics
 from consumers.outbox import Outbox
 from consumers.registry import AdapterRegistryListener
-from gpu_engine.types import (
-    GenerationEvent,
-    GenerationRequest,
-)
-from gpu_engine.types import (
-    FinishReason as EngineFinish,
-)
-from gpu_engine.types import (
-    SamplingParams as EngineSampling,
-)
+from consumers.reply_topics import ReplyPolicy, ReplyTopicDirectory
+from gpu_engine.types import FinishReason as EngineFinish
+from gpu_engine.types import GenerationEvent, GenerationRequest
+from gpu_engine.types import SamplingParams as EngineSampling
 from schemas import (
-    DeadLetter,
     ErrorCode,
     FinishReason,
     InferenceRequest,
     InvalidEvent,
+    ReplyAddress,
     decode_request,
     encode,
 )
@@ -58,8 +54,6 @@ from streamer import (
 from streamer.admin import admin_client
 
 log = logging.getLogger(__name__)
-
-_RESEND_DELAY_S = 0.5
 
 
 class Runner(Protocol):
@@ -83,29 +77,38 @@ class InferenceService:
         self.topics = topics
         self.config = config
         self.runner = runner
-        self.offsets = OffsetTracker()
+        self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.answers: dict[str, Answer] = {}
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         cache_stats = getattr(runner, "cache_stats", None)
         if cache_stats is not None:
             self.metrics.registry.register(CacheCollector(cache_stats.snapshot))
+        self.reply_policy = ReplyPolicy(config.reply_pattern(topics.prefix), _service_topics(topics))
+        self.watchdog: CommitWatchdog[TopicPartition] = CommitWatchdog(config.commit_stall_s)
+        self.stalled_partitions: list[TopicPartition] = []
         self.registry: AdapterRegistryListener | None = None
         self.health: HealthServer | None = None
+        self.epochs: PartitionEpochs | None = None
         self._stopping = asyncio.Event()
         self._paused = False
         self._consumer = None
         self._outbox: Outbox | None = None
-        self._batcher: ChunkBatcher | None = None
+        self._writer: AnswerWriter | None = None
+        self._directory: ReplyTopicDirectory | None = None
+        self._lookups: set[asyncio.Task[None]] = set()  # admissions waiting for a reply-topic lookup
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.epochs: PartitionEpochs | None = None
         self._served_by = config.served_by
 
     @property
     def chunks_per_reply_record(self) -> float:
         """TokenChunks per reply record sent for requests that accept ChunkBatch records (1.0: none packed)."""
-        batcher = self._batcher
+        batcher = self._writer.batcher if self._writer is not None else None
         return batcher.chunks_sent / batcher.records_sent if batcher is not None and batcher.records_sent else 1.0
+
+    def is_ready(self) -> bool:
+        """Consuming, and no partition's commit is stalled behind lag."""
+        return self.ready.is_set() and not self.stalled_partitions
 
     def stop(self) -> None:
         """Stop intake; `run` drains in-flight requests, commits, and returns."""
@@ -117,6 +120,7 @@ class InferenceService:
         await ensure_topics(self.kafka, specs)
         async with admin_client(self.kafka) as admin:
             self.epochs = PartitionEpochs(admin, self.config.group_id)
+            self._directory = ReplyTopicDirectory(lambda topic: _describe_one(admin, topic))
             await self._run()
 
     async def _run(self) -> None:
@@ -133,9 +137,11 @@ class InferenceService:
         if hasattr(self.runner, "register_adapter"):
             self.registry = AdapterRegistryListener(self.kafka, self.topics.adapters, self.runner)
         await producer.start()
-        self._outbox = Outbox(producer)
-        self._outbox.start()
-        self._batcher = ChunkBatcher(self._outbox, self._loop)
+        self._outbox = Outbox(producer, self.config.send_retry)
+        self._writer = AnswerWriter(
+            outbox=self._outbox, loop=self._loop, topics=self.topics, config=self.config, metrics=self.metrics,
+            directory=self._directory, lookup=self.answers.get, abort=self.runner.abort, settled=self._settled,
+        )
         self.runner.start()
         if self.registry is not None:
             await self.registry.start()
@@ -147,15 +153,15 @@ class InferenceService:
         await consumer.start()
         await control.start()
         if self.config.metrics_port is not None:
-            self.health = HealthServer(
-                self.metrics, self.ready.is_set, self.config.metrics_host, self.config.metrics_port
-            )
+            self.health = HealthServer(self.metrics, self.is_ready, self.config.metrics_host, self.config.metrics_port)
             await self.health.start()
         try:
             await self._poll_loop(consumer)
             await self._drain()
             await self._commit(consumer)
         finally:
+            for task in self._lookups:
+                task.cancel()
             if self.health is not None:
                 await self.health.stop()
             await control.stop()
@@ -177,6 +183,7 @@ class InferenceService:
             self._apply_backpressure(consumer)
             if time.monotonic() >= next_commit:
                 await self._commit(consumer)
+                self._watch_commits(consumer)
                 next_commit = time.monotonic() + self.config.commit_interval_ms / 1000.0
 
     async def _drain(self) -> None:
@@ -204,9 +211,26 @@ class InferenceService:
             log.warning("commit failed: %r", exc)
             return
         self.offsets.committed({tp: off for tp, (off, _) in offsets.items()})
+        now_s = time.monotonic()
+        for tp in offsets:
+            self.watchdog.committed(tp, now_s)
+
+    def _watch_commits(self, consumer) -> None:
+        lags = {}
+        for tp in consumer.assignment():
+            committed = self.offsets.committed_offset(tp)
+            highwater = consumer.highwater(tp)
+            if committed is None or highwater is None:
+                lags[tp] = self.offsets.num_open(tp)
+            else:
+                lags[tp] = max(highwater - committed, 0)
+        self.stalled_partitions = self.watchdog.stalled(lags, time.monotonic())
+        self.metrics.commit_stalled.set(len(self.stalled_partitions))
+        self.metrics.outbox_lanes.set(self._outbox.num_lanes)
+        self.metrics.outbox_unacked.set(self._outbox.num_unacked)
 
     def _apply_backpressure(self, consumer) -> None:
-        inflight = len(self.answers)
+        inflight = len(self.answers) + len(self._lookups)
         self.metrics.inflight.set(inflight)
         if not self._paused and inflight >= self.config.max_inflight:
             consumer.pause(*consumer.assignment())
@@ -220,187 +244,161 @@ class InferenceService:
     # ---- admission -------------------------------------------------------------------------
 
     def _admit(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
+        """Take one record on; whatever goes wrong, it ends answered or dead-lettered."""
         self.offsets.track(tp, offset)
+        answer = None
         try:
-            request = decode_request(raw)
-        except InvalidEvent as exc:
-            self._refuse(tp, offset, raw, exc)
+            try:
+                request = decode_request(raw)
+            except InvalidEvent as exc:
+                self._refuse(tp, offset, raw, exc)
+                return
+            running = self.answers.get(request.request_id)
+            if running is not None:  # the same request again while in flight: answer once
+                running.extra_offsets.append((tp, offset))
+                return
+            attempt = request.attempt + self.epochs.epoch(tp)
+            answer = Answer(
+                request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
+            )
+            self.answers[request.request_id] = answer
+            self._check_reply_then_start(answer)
+        except Exception as exc:
+            self._internal_failure(tp, offset, raw, answer, exc)
+
+    def _check_reply_then_start(self, answer: Answer) -> None:
+        reply_to = answer.request.reply_to
+        if reply_to is None:
+            self._start(answer)
             return
-        running = self.answers.get(request.request_id)
-        if running is not None:  # the same request again while in flight: answer once
-            running.extra_offsets.append((tp, offset))
+        refusal = self.reply_policy.refusal(reply_to.topic)
+        if refusal is not None:
+            self._refuse_reply(answer, ErrorCode.REPLY_TOPIC_REFUSED, refusal)
             return
-        attempt = request.attempt + self.epochs.epoch(tp)
-        answer = Answer(
-            request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
-        )
-        self.answers[request.request_id] = answer
-        self.metrics.requests.labels(adapter_label(request.adapter_id)).inc()
+        status = self._directory.cached(reply_to.topic)
+        if status is not None:
+            self._start_if_deliverable(answer, status)
+            return
+        task = asyncio.ensure_future(self._lookup_then_start(answer))
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    async def _lookup_then_start(self, answer: Answer) -> None:
+        try:
+            status = await self._directory.lookup(answer.request.reply_to.topic)
+            if status is None:  # the broker could not say: try; a failed send ends the request
+                self._start(answer)
+            else:
+                self._start_if_deliverable(answer, status)
+        except Exception as exc:
+            self._internal_failure(TopicPartition(answer.topic, answer.partition), answer.offset, answer.raw, answer, exc)
+
+    def _start_if_deliverable(self, answer: Answer, status) -> None:
+        refusal = status.refusal(answer.request.reply_to)
+        if refusal is None:
+            self._start(answer)
+        else:
+            self._refuse_reply(answer, *refusal)
+
+    def _refuse_reply(self, answer: Answer, code: ErrorCode, message: str) -> None:
+        """Nothing goes to this reply address: the Error is on the results topic and the dead letter."""
+        answer.reply_failed = True
+        self._writer.error(answer, code, message, dead_letter=True)
+
+    def _start(self, answer: Answer) -> None:
+        request = answer.request
         if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
-            self._send_error(answer, ErrorCode.EXPIRED, "deadline passed before it was started")
+            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed before it was started")
             return
         if request.deadline_ms is not None:
             delay_s = request.deadline_ms / 1000.0 - time.time()
             answer.deadline_timer = self._loop.call_later(delay_s, self._expire, answer)
-        params = request.params
-        sampling = EngineSampling(
-            max_new_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            stop=tuple(params.stop),
-            seed=params.seed if params.seed is not None else derived_seed(request.request_id),
-        )
-        deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
-        gen = GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
         answer.submitted_s = time.monotonic()
         loop = self._loop
-        self.runner.submit(gen, lambda ev: loop.call_soon_threadsafe(self._on_event, answer, ev))
+        self.runner.submit(
+            _generation_request(request), lambda ev: loop.call_soon_threadsafe(self._on_event, answer, ev)
+        )
 
     def _refuse(self, tp: TopicPartition, offset: int, raw: bytes, exc: InvalidEvent) -> None:
-        """A record that is not a valid request: dead-letter it, tell the sender if we can."""
+        """A record that is not a valid request: dead-letter it, tell the sender if its address is allowed."""
         if exc.request_id is not None and exc.reply_to is not None:
             attempt = exc.attempt + self.epochs.epoch(tp)
-            request = InferenceRequest(request_id=exc.request_id, prompt="", reply_to=exc.reply_to)
-            answer = Answer(
-                request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
+            request = InferenceRequest(
+                request_id=exc.request_id, prompt="", reply_to=exc.reply_to, reply_token=exc.reply_token
             )
-            self._outbox.put(
-                exc.reply_to.topic,
-                encode(answer.error(exc.code, exc.message)),
-                key=exc.request_id.encode(),
-                partition=exc.reply_to.partition,
-                best_effort=True,
-            )
-        self._dead_letter(
+            answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by)
+            self._reply_refusal(exc.reply_to, encode(answer.error(exc.code, exc.message)), exc.request_id)
+        self._writer.dead_letter(
             tp.topic, tp.partition, offset, raw, exc.code, exc.message, exc.request_id,
-            on_delivered=lambda ok: ok and self.offsets.done(tp, offset),
+            on_acked=lambda: self.offsets.done(tp, offset),
         )
+
+    def _reply_refusal(self, address: ReplyAddress, record: bytes, request_id: str) -> None:
+        if self.reply_policy.refusal(address.topic) is not None:
+            return
+
+        async def send_when_known() -> None:
+            status = await self._directory.lookup(address.topic)
+            if status is None or status.refusal(address) is None:
+                self._writer.refusal_reply(address, record, request_id)
+
+        task = asyncio.ensure_future(send_when_known())
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+
+    def _internal_failure(
+        self, tp: TopicPartition, offset: int, raw: bytes, answer: Answer | None, exc: Exception
+    ) -> None:
+        log.exception("request at %s:%d@%d failed", tp.topic, tp.partition, offset, exc_info=exc)
+        message = f"internal error: {type(exc).__name__}"
+        if answer is not None and not answer.finished and self.answers.get(answer.request_id) is answer:
+            self.runner.abort(answer.request_id)
+            self._writer.error(answer, ErrorCode.INTERNAL, message, dead_letter=True)
+            return
+        self._writer.dead_letter(
+            tp.topic, tp.partition, offset, raw, ErrorCode.INTERNAL, message, None,
+            on_acked=lambda: self.offsets.done(tp, offset),
+        )
+
+    def _settled(self, answer: Answer) -> None:
+        """The answer's results copy is acknowledged: its offsets are finished."""
+        if self.answers.get(answer.request_id) is answer:
+            del self.answers[answer.request_id]
+        self.offsets.done(TopicPartition(answer.topic, answer.partition), answer.offset)
+        for extra_tp, extra_offset in answer.extra_offsets:
+            self.offsets.done(extra_tp, extra_offset)
 
     # ---- events from the engine thread (run on the loop) ------------------------------------
 
     def _on_event(self, answer: Answer, event: GenerationEvent) -> None:
+        try:
+            self._handle_event(answer, event)
+        except Exception as exc:
+            self._internal_failure(TopicPartition(answer.topic, answer.partition), answer.offset, answer.raw, answer, exc)
+
+    def _handle_event(self, answer: Answer, event: GenerationEvent) -> None:
         if answer.finished:
             return
         answer.prompt_tokens = event.prompt_tokens or answer.prompt_tokens
         if event.text or event.token_ids:
+            answer.adapter_resolved = True  # tokens mean the adapter was found and loaded
             answer.add(event.text, event.token_ids)
             if answer.request.stream:
-                self._schedule_flush(answer)
+                self._writer.tokens_added(answer)
         if not event.is_final:
             return
-        if event.adapter_tier is not None:
-            self.metrics.adapter_tier.labels(adapter_label(answer.request.adapter_id), event.adapter_tier).inc()
+        if event.adapter_tier is not None and event.finish_reason is not EngineFinish.ERROR:
+            answer.adapter_resolved = True  # an error may name the tier it looked in: not a resolution
+            self.metrics.adapter_tier.labels(self._writer.label(answer), event.adapter_tier).inc()
         if event.finish_reason is EngineFinish.ERROR:
             code, bad_input = wire_code(event.error_code)
-            self._send_error(answer, code, event.error_message, dead_letter=bad_input)
+            self._writer.error(answer, code, event.error_message, dead_letter=bad_input)
         elif event.finish_reason is EngineFinish.EXPIRED:
-            self._send_error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")
+            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")
         elif answer.expired:
-            self._send_error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
+            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
         else:
-            self._send_final(answer, FinishReason(event.finish_reason.value))
-
-    def _schedule_flush(self, answer: Answer) -> None:
-        first = answer.seq == 0
-        if first or len(answer.pending_ids) >= self.config.chunk_max_tokens:
-            self._flush(answer)
-        elif answer.flush_timer is None:
-            answer.flush_timer = self._loop.call_later(
-                self.config.chunk_flush_ms / 1000.0, self._flush, answer
-            )
-
-    def _flush(self, answer: Answer) -> None:
-        if answer.flush_timer is not None:
-            answer.flush_timer.cancel()
-            answer.flush_timer = None
-        if answer.finished or not answer.has_pending:
-            return
-        reply_to = answer.request.reply_to
-        chunk = answer.take_chunk()
-        if reply_to is not None and answer.request.batch_chunks:
-            self._batcher.add(reply_to, chunk)
-        elif reply_to is not None:
-            self._outbox.put(
-                reply_to.topic,
-                encode(chunk),
-                key=answer.request_id.encode(),
-                partition=reply_to.partition,
-                best_effort=True,
-            )
-
-    def _send_final(self, answer: Answer, reason: FinishReason) -> None:
-        if answer.request.stream:
-            self._flush(answer)
-        final = answer.final(reason)
-        label = adapter_label(answer.request.adapter_id)
-        m = self.metrics
-        m.finished.labels(label, reason.value).inc()
-        m.prompt_tokens.labels(label).inc(final.usage.prompt_tokens)
-        m.completion_tokens.labels(label).inc(final.usage.completion_tokens)
-        m.queue_ms.labels(label).observe(final.timings.queue_ms)
-        m.ttft_ms.labels(label).observe(final.timings.ttft_ms)
-        m.total_ms.labels(label).observe(final.timings.total_ms)
-        self._finish(answer, encode(final))
-
-    def _send_error(
-        self, answer: Answer, code: ErrorCode, message: str, *, dead_letter: bool = False
-    ) -> None:
-        self.metrics.errors.labels(adapter_label(answer.request.adapter_id), code.value).inc()
-        if dead_letter:
-            self._dead_letter(
-                answer.topic, answer.partition, answer.offset, answer.raw, code, message,
-                answer.request_id,
-            )
-        self._finish(answer, encode(answer.error(code, message)))
-
-    def _finish(self, answer: Answer, value: bytes) -> None:
-        """Send the last record to the requester and the results topic; done once acknowledged."""
-        answer.finished = True
-        answer.cancel_timers()
-        key = answer.request_id.encode()
-        reply_to = answer.request.reply_to
-        if reply_to is not None:
-            self._batcher.flush(reply_to)  # the request's last chunk goes before its last record
-            self._outbox.put(
-                reply_to.topic, value, key=key, partition=reply_to.partition, best_effort=True
-            )
-        tp = TopicPartition(answer.topic, answer.partition)
-
-        def send_copy() -> None:
-            self._outbox.put(self.topics.results, value, key=key, on_delivered=delivered)
-
-        def delivered(ok: bool) -> None:
-            if not ok:  # the broker never acknowledged it: send again, the offset waits
-                log.warning("results copy of %s not acknowledged; resending", answer.request_id)
-                self._loop.call_later(_RESEND_DELAY_S, send_copy)
-                return
-            if self.answers.get(answer.request_id) is answer:
-                del self.answers[answer.request_id]
-            self.offsets.done(tp, answer.offset)
-            for extra_tp, extra_offset in answer.extra_offsets:
-                self.offsets.done(extra_tp, extra_offset)
-
-        send_copy()
-
-    def _dead_letter(
-        self, topic, partition, offset, raw, code, reason, request_id, on_delivered=None
-    ) -> None:
-        record = DeadLetter(
-            source_topic=topic,
-            partition=partition,
-            offset=offset,
-            code=code,
-            reason=reason,
-            original=raw,
-            request_id=request_id,
-            ts_ms=int(time.time() * 1000),
-        )
-        self.metrics.dead_letters.labels(code.value).inc()
-        key = request_id.encode() if request_id else None
-        self._outbox.put(
-            self.topics.requests_dlq, encode(record), key=key, on_delivered=on_delivered
-        )
+            self._writer.final(answer, FinishReason(event.finish_reason.value))
 
     def _expire(self, answer: Answer) -> None:
         answer.deadline_timer = None
@@ -412,10 +410,44 @@ class InferenceService:
         if request_id in self.answers:
             self.runner.abort(request_id)
 
+    # ---- rebalance ----------------------------------------------------------------------------
+
     def revoked(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.offsets.forget(tp)
             self.epochs.forget(tp)
+            self.watchdog.revoked(tp)
+
+    def assigned(self, partitions: list[TopicPartition]) -> None:
+        now_s = time.monotonic()
+        for tp in partitions:
+            self.watchdog.assigned(tp, now_s)
+
+
+def _generation_request(request: InferenceRequest) -> GenerationRequest:
+    params = request.params
+    sampling = EngineSampling(
+        max_new_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        stop=tuple(params.stop),
+        seed=params.seed if params.seed is not None else derived_seed(request.request_id),
+    )
+    deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
+    return GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
+
+
+def _service_topics(topics: TopicNames) -> list[str]:
+    return [
+        topics.requests, topics.requests_dlq, topics.results, topics.control, topics.adapters,
+        topics.training_requests, topics.training_events, f"{topics.training_requests}.dlq",
+    ]
+
+
+async def _describe_one(admin, topic: str) -> dict:
+    (entry,) = await admin.describe_topics([topic])
+    return entry
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -432,6 +464,7 @@ class _Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned) -> None:
         consumer = self._service._consumer
         self._service.metrics.assigned_partitions.set(len(assigned))
+        self._service.assigned(list(assigned))
         try:
             await self._service.epochs.claim(consumer, list(assigned))
         except Exception:  # answers then carry the request's own attempt; logged for operators

@@ -16,6 +16,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 log = logging.getLogger(__name__)
 
 BASE_LABEL = "__base__"
+UNRESOLVED_LABEL = "__unresolved__"  # every adapter id the engine could not resolve shares this label
 _MS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 
 
@@ -23,7 +24,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("lorastream_requests", "Requests admitted", ["adapter"], registry=r)
+        self.requests = Counter(
+            "lorastream_requests", "Requests answered (Final or Error), by resolved adapter", ["adapter"], registry=r
+        )
         self.finished = Counter(
             "lorastream_finished", "Requests answered with a Final", ["adapter", "finish_reason"], registry=r
         )
@@ -47,13 +50,29 @@ class Metrics:
             "lorastream_assigned_partitions", "Request partitions this consumer owns", registry=r
         )
         self.paused = Gauge("lorastream_paused", "1 while intake is paused by backpressure", registry=r)
+        self.send_failures = Counter(
+            "lorastream_send_failures",
+            "Records that could not be sent, by destination kind (reply, results, dead_letter) and outcome",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.outbox_lanes = Gauge("lorastream_outbox_lanes", "Destination topics with records waiting", registry=r)
+        self.outbox_unacked = Gauge("lorastream_outbox_unacked", "Records sent and not yet acknowledged", registry=r)
+        self.commit_stalled = Gauge(
+            "lorastream_commit_stalled_partitions",
+            "Partitions with lag whose committed offset has not moved for commit_stall_s (/readyz is false)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def adapter_label(adapter_id: str | None) -> str:
-    return adapter_id or BASE_LABEL
+def adapter_label(adapter_id: str | None, resolved: bool) -> str:
+    """The metric label of a request: its adapter id only once the engine resolved that id."""
+    if adapter_id is None:
+        return BASE_LABEL
+    return adapter_id if resolved else UNRESOLVED_LABEL
 
 
 class HealthServer:

@@ -1,27 +1,32 @@
-"""One ordered queue of outgoing records in front of the producer.
+"""Outgoing records, in one ordered lane per destination topic.
 
-Every answer record goes through here, so chunks, finals and errors leave in the order they
-were produced (a per-request send task could overtake another). The delivery callback tells
-the caller when the broker acknowledged a record — offsets are committed only after that.
+Records bound for the same topic leave in the order they were put (a request's chunks before its
+Final), but lanes never wait for each other: a reply topic that is slow, missing or refused by the
+broker delays only what goes there, never the results copies, dead letters or other tenants'
+replies. A lane exists while it has records and ends when it is empty, so the number of lanes is
+the number of destinations with records waiting.
+
+Every record ends in exactly one `SendOutcome`, reported to its `on_done` callback: delivered once
+the broker acknowledged it, or the reason it never will be. Transient errors are retried per the
+`RetryPolicy`; others are not retried at all (see consumers/send_policy.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+
+from consumers.send_policy import RetryPolicy, SendOutcome, classify
 
 log = logging.getLogger(__name__)
 
-_RETRY_BACKOFF_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-_BEST_EFFORT_TRIES = 2
-_BEST_EFFORT_TIMEOUT_S = 2.0
-_SEND_TIMEOUT_S = 10.0
-_BAD_TOPIC_TTL_S = 60.0
+DEFAULT_METADATA_WAIT_S = 2.0  # a topic the producer has no metadata for yet: the longest a send waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +35,32 @@ class Outgoing:
     value: bytes
     key: bytes | None = None
     partition: int | None = None
-    on_delivered: Callable[[bool], None] | None = None
-    best_effort: bool = False  # reply addresses come from senders: dropped if they do not exist
+    on_done: Callable[[SendOutcome], None] | None = None
 
 
 class Outbox:
-    def __init__(self, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        policy: RetryPolicy = RetryPolicy(),
+        metadata_wait_s: float = DEFAULT_METADATA_WAIT_S,
+    ) -> None:
         self._producer = producer
-        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._bad_topics: dict[str, float] = {}  # best-effort topics that failed: until when to skip
+        self._policy = policy
+        self._metadata_wait_s = metadata_wait_s
+        self._lanes: dict[str, deque[Outgoing]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unacked = 0  # records put and not yet ended in an outcome
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def num_lanes(self) -> int:
+        return len(self._lanes)
+
+    @property
+    def num_unacked(self) -> int:
+        return self._unacked
 
     def put(
         self,
@@ -48,79 +69,102 @@ class Outbox:
         *,
         key: bytes | None = None,
         partition: int | None = None,
-        on_delivered: Callable[[bool], None] | None = None,
-        best_effort: bool = False,
+        on_done: Callable[[SendOutcome], None] | None = None,
     ) -> None:
-        self._queue.put_nowait(Outgoing(topic, value, key, partition, on_delivered, best_effort))
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="lorastream-outbox")
+        item = Outgoing(topic, value, key, partition, on_done)
+        self._unacked += 1
+        self._idle.clear()
+        lane = self._lanes.get(topic)
+        if lane is not None:
+            lane.append(item)
+            return
+        self._lanes[topic] = deque([item])
+        task = asyncio.create_task(self._run_lane(topic), name=f"lorastream-outbox:{topic}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self, timeout_s: float) -> None:
-        """Send what is queued (up to timeout_s), flush the producer, stop the sender task."""
+        """Wait (up to timeout_s) until every record has an outcome, then stop the lanes."""
         try:
-            await asyncio.wait_for(self._queue.join(), timeout_s)
-            await asyncio.wait_for(self._producer.flush(), timeout_s)
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
-            log.warning("outbox: %d records not sent before shutdown", self._queue.qsize())
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            log.warning("outbox: %d records without an outcome at shutdown", self._unacked)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _run(self) -> None:
-        while True:
-            item = await self._queue.get()
-            try:
-                await self._send(item)
-            finally:
-                self._queue.task_done()
+    async def _run_lane(self, topic: str) -> None:
+        lane = self._lanes[topic]
+        try:
+            while lane:
+                await self._send(lane[0])
+                lane.popleft()
+        finally:
+            if self._lanes.get(topic) is lane:
+                del self._lanes[topic]
+            for item in lane:  # cancelled at shutdown: what is left never leaves
+                self._end(item, SendOutcome.GAVE_UP)
 
     async def _send(self, item: Outgoing) -> None:
-        loop = asyncio.get_running_loop()
-        if item.best_effort and self._bad_topics.get(item.topic, 0.0) > loop.time():
-            self._give_up(item)
-            return
-        timeout_s = _BEST_EFFORT_TIMEOUT_S if item.best_effort else _SEND_TIMEOUT_S
-        attempt = 0
+        failures = 0
         while True:
             try:
-                send = self._producer.send(item.topic, item.value, key=item.key, partition=item.partition)
-                if self._producer.client.cluster.partitions_for_topic(item.topic):
-                    future = await send  # metadata known: send only appends to a batch
-                else:
-                    future = await asyncio.wait_for(send, timeout_s)
+                future = await self._enqueue(item)
                 break
-            except (KafkaError, TimeoutError, ValueError, AssertionError) as exc:
-                attempt += 1
-                if item.best_effort and attempt >= _BEST_EFFORT_TRIES and await self._missing(item):
-                    log.warning("no such reply topic/partition %s: %r", item.topic, exc)
-                    self._bad_topics[item.topic] = loop.time() + _BAD_TOPIC_TTL_S
-                    self._give_up(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                outcome = classify(exc)
+                if outcome is None and isinstance(exc, UnknownTopicOrPartitionError | TimeoutError | KafkaTimeoutError):
+                    outcome = await self._missing(item)
+                if outcome is None and failures >= self._policy.max_tries:
+                    outcome = SendOutcome.GAVE_UP
+                if outcome is not None:
+                    log.warning("send to %s ended %s: %r", item.topic, outcome.value, exc)
+                    self._end(item, outcome)
                     return
-                delay = _RETRY_BACKOFF_S[min(attempt - 1, len(_RETRY_BACKOFF_S) - 1)]
-                log.warning("send to %s failed (%r); retrying in %.2fs", item.topic, exc, delay)
-                await asyncio.sleep(delay)
-        if item.on_delivered is not None:
-            callback = item.on_delivered
-            future.add_done_callback(
-                lambda f: callback(not f.cancelled() and f.exception() is None)
-            )
+                await asyncio.sleep(self._policy.backoff_s(failures))
+        future.add_done_callback(lambda f: self._end(item, _ack_outcome(f)))
 
-    async def _missing(self, item: Outgoing) -> bool:
-        """True only when the broker answers and says the topic or partition does not exist.
+    async def _enqueue(self, item: Outgoing) -> asyncio.Future:
+        """Hand the record to the producer's batches; the future resolves when the broker acks."""
+        partitions = self._producer.client.cluster.partitions_for_topic(item.topic)
+        if partitions and item.partition is not None and item.partition not in partitions:
+            raise UnknownTopicOrPartitionError(f"{item.topic} has no partition {item.partition}")
+        send = self._producer.send(item.topic, item.value, key=item.key, partition=item.partition)
+        if partitions:
+            return await send  # metadata known: send only appends to a batch
+        return await asyncio.wait_for(send, self._metadata_wait_s)
 
-        A broker that cannot be reached (restarting, network) is not a reason to drop answers.
-        """
+    async def _missing(self, item: Outgoing) -> SendOutcome | None:
+        """NO_SUCH_DESTINATION only when the broker answers and says so; None when it cannot tell."""
         try:
-            cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5.0)
-        except (KafkaError, TimeoutError):
-            return False
+            cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), self._metadata_wait_s)
+        except Exception:  # broker away: not a reason to drop the record
+            return None
+        if item.topic in cluster.unauthorized_topics:
+            return SendOutcome.NOT_AUTHORIZED
         partitions = cluster.partitions_for_topic(item.topic)
-        if not partitions:
-            return True
-        return item.partition is not None and item.partition not in partitions
+        if not partitions or (item.partition is not None and item.partition not in partitions):
+            return SendOutcome.NO_SUCH_DESTINATION
+        return None
 
-    @staticmethod
-    def _give_up(item: Outgoing) -> None:
-        if item.on_delivered is not None:
-            item.on_delivered(False)
+    def _end(self, item: Outgoing, outcome: SendOutcome) -> None:
+        self._unacked -= 1
+        if self._unacked == 0:
+            self._idle.set()
+        if item.on_done is not None:
+            try:
+                item.on_done(outcome)
+            except Exception:  # a caller's bug must not stop the lane
+                log.exception("outbox: on_done for %s failed", item.topic)
+
+
+def _ack_outcome(future: asyncio.Future) -> SendOutcome:
+    if future.cancelled():
+        return SendOutcome.GAVE_UP
+    exc = future.exception()
+    if exc is None:
+        return SendOutcome.DELIVERED
+    return classify(exc) or SendOutcome.GAVE_UP

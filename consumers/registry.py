@@ -5,6 +5,12 @@ at start (waiting, up to a limit, until it has caught up before taking requests)
 follows it. A new version is served to requests admitted after it arrives; requests already
 running finish on the version they started with (the engine keeps that version pinned). A
 `deleted` event or a tombstone retires the id: later requests get `adapter_not_found`.
+
+Every record is input from whoever can write the topic (Kafka ACLs decide who: docs/security.md),
+so a record is logged and skipped, never applied, when it does not decode, when its key is not its
+adapter_id (compaction would keep it beside the id's own records), when its version is older than
+the one applied or out of range, or when the engine refuses its location (a uri outside the
+configured adapter roots or buckets: adapter_path_refused). The id then keeps the version it had.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Protocol
 
 from consumers.follower import TopicFollower
 from gpu_engine.adapter_ref import AdapterRef
+from gpu_engine.errors import EngineError
 from schemas import InvalidEvent, decode_adapter_event
 from streamer import KafkaConfig
 
@@ -23,7 +30,9 @@ log = logging.getLogger(__name__)
 class AdapterSink(Protocol):
     """The engine side of the registry (gpu_engine.runner.EngineRunner fits). Any thread."""
 
-    def register_adapter(self, ref: AdapterRef) -> None: ...
+    def register_adapter(self, ref: AdapterRef) -> None:
+        """Raises EngineError (nothing changes) when the ref's location is refused."""
+
     def retire_adapter(self, adapter_id: str) -> None: ...
 
 
@@ -45,6 +54,10 @@ class AdapterRegistryListener(TopicFollower):
         except InvalidEvent as exc:
             log.warning("ignoring adapters record at offset %d: %s", offset, exc)
             return
+        if key is not None and key != event.adapter_id.encode():
+            log.warning("ignoring adapters record at offset %d: key %r is not its adapter_id %r", offset, key,
+                        event.adapter_id)
+            return
         if event.deleted:
             self._retire(event.adapter_id)
             return
@@ -57,8 +70,12 @@ class AdapterRegistryListener(TopicFollower):
         except ValueError as exc:
             log.warning("ignoring adapters record at offset %d: %s", offset, exc)
             return
+        try:
+            self._sink.register_adapter(ref)
+        except EngineError as exc:
+            log.warning("ignoring adapters record at offset %d: %s: %s", offset, exc.code.value, exc)
+            return
         self.versions[event.adapter_id] = event.version
-        self._sink.register_adapter(ref)
         log.info("adapter %s: version %d at %s", event.adapter_id, event.version, event.uri)
 
     def _retire(self, adapter_id: str) -> None:

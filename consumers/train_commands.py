@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from consumers.commands import console, kafka_config, run_async
+from gpu_engine.training.dataset import MAX_DATASET_ROWS
+from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
 from schemas import DatasetRef, InvalidEvent, JobState, TrainingEvent
 from streamer import TopicNames
 from streamer.training_client import TrainingJob, build_training_request, submit_training
@@ -86,6 +88,19 @@ def add_train_parsers(
         "so consumers on other hosts can fetch it (env LORASTREAM_PUBLISH_URI)",
     )
     worker.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO)")
+    worker.add_argument(
+        "--dataset-root", action="append", dest="dataset_roots", metavar="DIR_OR_S3_PREFIX",
+        help="a directory or s3://bucket/prefix/ that request datasets may come from; repeatable. Without "
+        "any, only built-in tasks are trained (env LORASTREAM_DATASET_ROOTS, comma-separated)",
+    )
+    worker.add_argument(
+        "--max-dataset-bytes", type=int, default=MAX_DATASET_BYTES,
+        help="larger datasets are refused (default %(default)s)",
+    )
+    worker.add_argument(
+        "--max-dataset-rows", type=int, default=MAX_DATASET_ROWS,
+        help="datasets with more rows are refused (default %(default)s)",
+    )
     worker.add_argument("--group-id", default="lorastream-training")
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     worker.add_argument("--threads", type=int, default=None, help="torch threads per job (default: one per core)")
@@ -188,6 +203,12 @@ def _print_outcome(event: TrainingEvent | None, out: Console) -> int:
     return 1
 
 
+def dataset_roots(flags: list[str] | None, env: str | None) -> tuple[str, ...]:
+    """The --dataset-root flags, else the comma-separated env value; local roots made absolute."""
+    roots = flags if flags else [r.strip() for r in (env or "").split(",") if r.strip()]
+    return tuple(r if r.startswith("s3://") else os.path.abspath(r) for r in roots)
+
+
 def cmd_train_worker(args: argparse.Namespace) -> int:
     from consumers.training_jobs import TrainWorkerConfig
     from consumers.training_worker import TrainingWorker
@@ -205,6 +226,9 @@ def cmd_train_worker(args: argparse.Namespace) -> int:
         training_partitions=args.training_partitions,
         publish_uri=args.publish_uri,
         s3_endpoint_url=args.s3_endpoint_url,
+        dataset_roots=dataset_roots(args.dataset_roots, os.environ.get("LORASTREAM_DATASET_ROOTS")),
+        max_dataset_bytes=args.max_dataset_bytes,
+        max_dataset_rows=args.max_dataset_rows,
     )
     worker = TrainingWorker(kafka_config(args), TopicNames(args.topic_prefix), config)
 

@@ -1,13 +1,17 @@
 """The training worker: TrainingRequests in (one consumer group), one job subprocess at a time,
 TrainingEvents out (keyed by job_id), adapters into the adapter root, AdapterEvents on the registry.
 
-Per request: decode (bad bytes → dead-letter topic, plus a `failed` event when a job_id can be
-read) → `queued` → validate off the event loop (base, dataset rows, hyperparameters, adapter id
-free) → run `python -m gpu_engine.training.run_job` and relay its events → on `completed`
-install the adapter atomically and publish an AdapterEvent → the terminal event is acknowledged
-→ commit. A job's files live in `<work_dir>/<job_id>/`, so a redelivered request (crash,
-rebalance, stop) resumes from the job's last checkpoint, and a redelivered finished job
-republishes its result. While a job runs every partition is paused and the consumer keeps
+Per request: decode → `queued` → validate off the event loop (base, dataset within the roots and
+caps, hyperparameters, adapter id free) → run `python -m gpu_engine.training.run_job` and relay
+its events → on `completed` install the adapter atomically and publish an AdapterEvent → the
+terminal event is acknowledged → commit. A request that ends in failure — bad bytes, a refusal,
+a failed job, or any exception on the way — gets a `failed` event with its code (when a job_id
+can be read) and a dead letter, and is committed: no record stops the worker.
+
+A job's files live in `<work_dir>/<job_id>/`, so a redelivered request (crash, rebalance, stop)
+resumes from the job's last checkpoint, and a redelivered finished job republishes its result; a
+request whose runs keep dying with the worker is given up after `max_unfinished_runs`. While a
+job runs every partition is paused and the consumer keeps
 polling, so group membership survives jobs longer than max_poll_interval_ms.
 """
 
@@ -28,9 +32,11 @@ from consumers.training_jobs import (
     JobRefused,
     PreparedJob,
     TrainWorkerConfig,
+    end_run,
     now_ms,
     prepare_job,
     salvage_job_id,
+    training_wire_code,
 )
 from gpu_engine.training import (
     JobEvent,
@@ -47,7 +53,6 @@ from gpu_engine.training.job_process import JobProcess
 from schemas import (
     AdapterEvent,
     CancelJob,
-    DeadLetter,
     ErrorCode,
     InvalidEvent,
     JobState,
@@ -58,6 +63,7 @@ from schemas import (
     decode_training_request,
     encode,
 )
+from schemas.deadletter import dead_letter
 from streamer import (
     KafkaConfig,
     TopicNames,
@@ -74,11 +80,12 @@ log = logging.getLogger(__name__)
 _POLL_MS = 200
 _BUSY_POLL_S = 1.0  # while a job runs: how often the (paused) consumer polls to stay in the group
 _MAX_REMEMBERED_CANCELS = 1024
+_MAX_REASON_CHARS = 1000
 
 
 class _RunningJob:
-    def __init__(self, request: TrainingRequest, tp: TopicPartition, prepared: PreparedJob) -> None:
-        self.request, self.tp, self.attempt = request, tp, prepared.attempt
+    def __init__(self, request: TrainingRequest, tp: TopicPartition, record, prepared: PreparedJob) -> None:
+        self.request, self.tp, self.record, self.attempt = request, tp, record, prepared.attempt
         self.checkpoint_dir = prepared.spec.checkpoint_dir
         self.process: JobProcess | None = None
         self.kill_timer: asyncio.TimerHandle | None = None
@@ -156,8 +163,21 @@ class TrainingWorker:
         try:
             request = decode_training_request(record.value or b"")
         except InvalidEvent as exc:
-            await self._dead_letter(tp, record, exc)
+            await self._fail(tp, record, salvage_job_id(record.value), exc.code, exc.message)
             return True
+        try:
+            return await self._serve(tp, record, request)
+        except Exception as exc:  # a bug or a resource failure: a typed failure, never a worker exit
+            log.exception("training job %s failed unexpectedly", request.job_id)
+            attempt = self._current.attempt if self._current is not None else request.attempt
+            await self._fail(
+                tp, record, request.job_id, ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}", attempt=attempt
+            )
+            return True
+        finally:
+            self._current = None
+
+    async def _serve(self, tp: TopicPartition, record, request: TrainingRequest) -> bool:
         await self._publish(self._event(request, JobState.QUEUED))
         if request.job_id in self._cancelled:
             await self._publish(
@@ -170,17 +190,21 @@ class TrainingWorker:
         try:
             prepared = await asyncio.to_thread(prepare_job, self.config, request)
         except JobRefused as exc:
-            await self._publish(self._event(request, JobState.FAILED, code=exc.code, reason=exc.reason), ack=True)
+            await self._fail(tp, record, request.job_id, exc.code, exc.reason, attempt=request.attempt)
             return True
-        job = _RunningJob(request, tp, prepared)
+        job = _RunningJob(request, tp, record, prepared)
         self._current = job
         try:
             return await self._run_job(job, prepared)
+        except Exception:
+            if job.process is not None:
+                job.process.kill()  # the relay ended early: no job may run on unwatched
+            raise
         finally:
-            self._current = None
             if job.kill_timer is not None:
                 job.kill_timer.cancel()
             job.done.set()
+            await asyncio.to_thread(end_run, prepared.job_dir)
 
     async def _run_job(self, job: _RunningJob, prepared: PreparedJob) -> bool:
         request = job.request
@@ -207,8 +231,7 @@ class TrainingWorker:
         if event.kind is JobEventKind.FAILED and job.cancel_requested:
             state, code = JobState.CANCELLED, ErrorCode.CANCELLED  # killed after the grace period
         elif event.kind is JobEventKind.FAILED:
-            state = JobState.FAILED
-            code = ErrorCode.INTERNAL if event.code in ("internal", None) else ErrorCode.INVALID_REQUEST
+            state, code = JobState.FAILED, training_wire_code(event.code)
         else:
             state = JobState(event.kind.value)
             code = ErrorCode.CANCELLED if state is JobState.CANCELLED else None
@@ -233,27 +256,23 @@ class TrainingWorker:
             ),
             ack=terminal,
         )
+        if state is JobState.FAILED:
+            await self._dead_letter(job.tp, job.record, job.request.job_id, code, reason)
 
     async def _complete(self, job: _RunningJob, event: JobEvent) -> None:
         request = job.request
         try:
             adapter = await asyncio.to_thread(self._install, request, event)
         except AdapterStoreError as exc:
-            await self._publish(
-                self._event(
-                    request, JobState.FAILED, attempt=job.attempt, code=ErrorCode.INVALID_REQUEST, reason=str(exc)
-                ),
-                ack=True,
+            await self._fail(
+                job.tp, job.record, request.job_id, ErrorCode.INVALID_REQUEST, str(exc), attempt=job.attempt
             )
             return
         try:
             uri = await asyncio.to_thread(self._publish_files, request.adapter_id, adapter)
         except LorastreamError as exc:  # the adapter is installed locally; the remote copy failed
-            await self._publish(
-                self._event(
-                    request, JobState.FAILED, attempt=job.attempt, code=ErrorCode.ADAPTER_UNAVAILABLE, reason=str(exc)
-                ),
-                ack=True,
+            await self._fail(
+                job.tp, job.record, request.job_id, ErrorCode.ADAPTER_UNAVAILABLE, str(exc), attempt=job.attempt
             )
             return
         await self._publish_to(
@@ -327,6 +346,8 @@ class TrainingWorker:
     def _event(
         self, request: TrainingRequest, state: JobState, *, attempt: int | None = None, **fields
     ) -> TrainingEvent:
+        if fields.get("reason") is not None:
+            fields["reason"] = _bounded(fields["reason"])
         return TrainingEvent(
             job_id=request.job_id,
             state=state,
@@ -349,28 +370,40 @@ class TrainingWorker:
             lambda: self._producer.send_and_wait(topic, value, key=key.encode()), what=f"publish to {topic}"
         )
 
-    async def _dead_letter(self, tp: TopicPartition, record, exc: InvalidEvent) -> None:
-        job_id = salvage_job_id(record.value)
-        log.warning("refusing training request at %s@%d: %s", tp, record.offset, exc)
-        await self._publish_to(
-            self.topics.requests_dlq,
-            job_id or "",
-            DeadLetter(
-                source_topic=tp.topic,
-                partition=tp.partition,
-                offset=record.offset,
-                code=exc.code,
-                reason=exc.message,
-                original=record.value or b"",
-                request_id=job_id,
-                ts_ms=now_ms(),
-            ),
-        )
+    async def _fail(
+        self, tp: TopicPartition, record, job_id: str | None, code: ErrorCode, reason: str, *, attempt: int = 0
+    ) -> None:
+        """A request ends in failure: a `failed` event (when a job_id could be read) and a dead letter."""
         if job_id is not None:
             await self._publish(
-                TrainingEvent(job_id=job_id, state=JobState.FAILED, ts_ms=now_ms(), code=exc.code, reason=exc.message),
+                TrainingEvent(
+                    job_id=job_id,
+                    state=JobState.FAILED,
+                    ts_ms=now_ms(),
+                    attempt=attempt,
+                    code=code,
+                    reason=_bounded(reason),
+                ),
                 ack=True,
             )
+        await self._dead_letter(tp, record, job_id, code, reason)
+
+    async def _dead_letter(self, tp: TopicPartition, record, job_id: str | None, code: ErrorCode, reason: str) -> None:
+        log.warning("training request at %s@%d failed (%s): %s", tp, record.offset, code.value, reason)
+        letter = dead_letter(
+            source_topic=tp.topic,
+            partition=tp.partition,
+            offset=record.offset,
+            code=code,
+            reason=reason,
+            original=record.value or b"",
+            request_id=job_id,
+            ts_ms=now_ms(),
+        )
+        try:
+            await self._publish_to(self.topics.requests_dlq, job_id or "", letter)
+        except Exception as exc:  # the failure is answered already; a lost copy must not stop the worker
+            log.error("dead letter for %s@%d not delivered: %r", tp, record.offset, exc)
 
     async def _listen_for_cancels(self, control) -> None:
         """Every partition of the control topic, from its end: CancelJob for any job id."""
@@ -421,6 +454,10 @@ class TrainingWorker:
         if job is not None and job.tp in revoked:
             self._preempt_current()
             await job.done.wait()
+
+
+def _bounded(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON_CHARS else reason[: _MAX_REASON_CHARS - 1] + "…"
 
 
 def _log_lost_event(delivery: asyncio.Future) -> None:

@@ -35,7 +35,7 @@ from gpu_engine.lora_bank import LoraBank
 from gpu_engine.model_spec import ModelSpec
 from gpu_engine.segments import SlotKey
 from gpu_engine.sequence import AdapterKey, Sequence
-from gpu_engine.store import AdapterStore
+from gpu_engine.store import AdapterBounds, AdapterStore
 
 STORE_TIER = "store"  # where a request's adapter was when it arrived, if in neither memory tier
 
@@ -59,12 +59,14 @@ class AdapterCache:
             return read_adapter(path, ref.adapter_id, spec, bank.dtype, config.max_lora_rank, config.base_name)
 
         self.stats = stats
+        self.bounds = AdapterBounds.from_config(config)
         self.registry = AdapterRegistry()
         self.host = HostCache(config.host_cache_bytes, stats)
         self.device = DeviceCache(bank, config.device_cache_bytes, stats)
         self.loader = AdapterLoader(
             store, read, self.host, stats, config.load_workers, self._on_load_done,
-            is_current=self.registry.is_current, pin_memory=bank.device.type == "cuda",
+            max_pending=config.max_pending_adapter_loads, is_current=self.registry.is_current,
+            pin_memory=bank.device.type == "cuda",
         )
         self._on_news = on_news  # wakes the engine thread; called without any lock held
         self._lock = threading.Lock()
@@ -97,7 +99,12 @@ class AdapterCache:
         return tier
 
     def register(self, ref: AdapterRef) -> None:
-        """A new version: requests resolved from now on get it; other versions leave once unused."""
+        """A new version: requests resolved from now on get it; other versions leave once unused.
+
+        Raises AdapterPathRefusedError (AdapterNotFoundError for a malformed uri or id) and changes
+        nothing when the ref's location is outside the configured roots.
+        """
+        self.bounds.locate(ref)
         self.registry.register(ref)
         self._invalidate(ref.adapter_id)
         self.prefetch(ref)

@@ -3,7 +3,10 @@
 `request(ref)` never blocks: it starts a load on the pool (`load_workers` threads: store
 checkout, then `read_adapter`, then page-locking on CUDA) unless the version is already in the
 host tier or on its way — concurrent requests for one cold adapter share a single load
-(single-flight). A failed load is remembered for `failure_ttl_s`, so a burst of requests for a
+(single-flight). At most `max_pending` loads are queued or running: beyond that a request is
+refused at once with AdapterUnavailableError (transient, not remembered), so a flood of unknown
+ids cannot queue store lookups without bound. A failed load is remembered for `failure_ttl_s`
+(at most MAX_REMEMBERED_FAILURES of them, oldest forgotten first), so a burst of requests for a
 broken adapter costs one attempt; later requests try again (a store outage is transient).
 `on_done(key, error)` is called on the worker thread when a load ends, after the host tier has
 the adapter (error None) or the failure is remembered.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +25,7 @@ from pathlib import Path
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapters import LoraAdapter, LoraWeights
 from gpu_engine.cache_stats import CacheStats
-from gpu_engine.errors import EngineError
+from gpu_engine.errors import AdapterUnavailableError, EngineError
 from gpu_engine.host_cache import TIER, HostCache
 from gpu_engine.sequence import AdapterKey
 from gpu_engine.store import AdapterStore
@@ -30,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 ReadFn = Callable[[Path, AdapterRef], LoraAdapter]  # a checked-out directory -> a parsed adapter
 DoneFn = Callable[[AdapterKey, EngineError | None], None]
+MAX_REMEMBERED_FAILURES = 4096
 
 
 def pin_adapter(adapter: LoraAdapter) -> LoraAdapter:
@@ -48,6 +53,7 @@ class AdapterLoader:
         num_workers: int,
         on_done: DoneFn,
         *,
+        max_pending: int,
         is_current: Callable[[AdapterKey], bool] = lambda key: True,
         pin_memory: bool = False,
         failure_ttl_s: float = 3.0,
@@ -59,21 +65,29 @@ class AdapterLoader:
         self._stats = stats
         self._on_done = on_done
         self._is_current = is_current
+        self.max_pending = max_pending
         self._pin_memory = pin_memory
         self.failure_ttl_s = failure_ttl_s
         self._clock = clock
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lorastream-adapter-load")
         self._lock = threading.Lock()
         self._flights: dict[AdapterKey, Future] = {}
-        self._failures: dict[AdapterKey, tuple[EngineError, float]] = {}  # key -> (error, remembered until)
+        # key -> (error, remembered until); the ttl is fixed, so the oldest entry expires first
+        self._failures: OrderedDict[AdapterKey, tuple[EngineError, float]] = OrderedDict()
 
     @property
     def num_loading(self) -> int:
         with self._lock:
             return len(self._flights)
 
+    @property
+    def num_remembered_failures(self) -> int:
+        with self._lock:
+            return len(self._failures)
+
     def request(self, ref: AdapterRef) -> EngineError | None:
-        """Make sure `ref` is in the host tier or on its way; the remembered error of a recent failure."""
+        """Make sure `ref` is in the host tier or on its way; the remembered error of a recent failure,
+        or AdapterUnavailableError when `max_pending` loads are already queued or running."""
         key = (ref.adapter_id, ref.version)
         with self._lock:
             if key in self._flights or key in self._host:
@@ -83,6 +97,10 @@ class AdapterLoader:
                 if self._clock() < failure[1]:
                     return failure[0]
                 del self._failures[key]
+            if len(self._flights) >= self.max_pending:
+                return AdapterUnavailableError(
+                    f"adapter {ref.adapter_id!r}: {len(self._flights)} adapter loads pending; try again shortly"
+                )
             self._flights[key] = self._pool.submit(self._load, ref, key)
         return None
 
@@ -122,7 +140,17 @@ class AdapterLoader:
         with self._lock:
             del self._flights[key]
             if error is not None:
-                self._failures[key] = (error, self._clock() + self.failure_ttl_s)
+                self._remember(key, error)
         if error is not None:
             logger.warning("adapter %s version %d: %s", key[0], key[1], error)
         self._on_done(key, error)
+
+    def _remember(self, key: AdapterKey, error: EngineError) -> None:
+        """Remember a failure; forget expired ones, and the oldest beyond the cap. Caller holds the lock."""
+        now = self._clock()
+        while self._failures and (
+            len(self._failures) >= MAX_REMEMBERED_FAILURES or next(iter(self._failures.values()))[1] <= now
+        ):
+            self._failures.popitem(last=False)
+        self._failures.pop(key, None)
+        self._failures[key] = (error, now + self.failure_ttl_s)

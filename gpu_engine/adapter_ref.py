@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_ADAPTER_VERSION = 2**53  # the same bound as AdapterEvent.version at decode (schemas.limits)
+
 
 @dataclass(frozen=True)
 class AdapterRef:
@@ -12,6 +14,7 @@ class AdapterRef:
     `uri` is `file:///abs/dir`, `s3://bucket/key/prefix`, or None: look `adapter_id` up in the
     configured store. `checksum` is gpu_engine.training.adapter_files.adapter_checksum's hex
     digest of the files; "" means not checked. Version 0 means "no registry entry".
+    Raises ValueError for an empty id or a version outside [0, MAX_ADAPTER_VERSION].
     """
 
     adapter_id: str
@@ -22,5 +25,5 @@ class AdapterRef:
     def __post_init__(self) -> None:
         if not self.adapter_id:
             raise ValueError("adapter_id must not be empty")
-        if self.version < 0:
-            raise ValueError("version must be >= 0")
+        if not 0 <= self.version <= MAX_ADAPTER_VERSION:
+            raise ValueError(f"version must be in [0, {MAX_ADAPTER_VERSION}], got {self.version}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from gpu_engine.adapter_patterns import ModulePatterns
 from gpu_engine.errors import (
     AdapterBaseMismatchError,
     AdapterCorruptError,
@@ -26,6 +27,7 @@ from gpu_engine.errors import (
     AdapterUnsupportedError,
 )
 from gpu_engine.model_spec import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelSpec
+from gpu_engine.training.adapter_files import current_version_dir, is_reserved_segment
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -68,19 +70,21 @@ class LoraAdapter:
 
 
 def check_adapter_id(adapter_id: str) -> None:
-    """Refuse ids that are not a relative path of plain names (no '..', '.', '//', leading '/')."""
+    """Refuse ids that are not a relative path of plain names (no '..', '.', '//', leading '/', and no
+    segment naming the version store or a file of the id above it)."""
     parts = adapter_id.split("/")
-    if not _ID_CHARS.match(adapter_id) or any(p in ("", ".", "..") for p in parts):
+    if not _ID_CHARS.match(adapter_id) or any(p in ("", ".", "..") or is_reserved_segment(p) for p in parts):
         raise AdapterNotFoundError(f"adapter id {adapter_id!r} is not a valid adapter name")
 
 
 def resolve_adapter_dir(adapter_root: str | Path | None, adapter_id: str) -> Path:
-    """The directory of `adapter_id` under the root, refusing anything that would leave the root."""
+    """The directory to read for `adapter_id` under the root (its current version), refusing anything
+    that would leave the root."""
     if adapter_root is None:
         raise AdapterNotFoundError(f"adapter {adapter_id!r}: no adapter root is configured")
     check_adapter_id(adapter_id)
     root = Path(adapter_root).resolve()
-    path = (root / adapter_id).resolve()
+    path = current_version_dir((root / adapter_id).resolve())
     if not path.is_relative_to(root) or not (path / CONFIG_FILE).is_file():
         raise AdapterNotFoundError(f"adapter {adapter_id!r} not found")
     return path
@@ -95,33 +99,16 @@ def base_names_match(adapter_base: str, served_base: str) -> bool:
     return normalize(adapter_base) == normalize(served_base)
 
 
-def _pattern_value(patterns: dict, module_name: str, default):
-    """PEFT's rank_pattern/alpha_pattern lookup: a key matches a suffix of the module name."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module_name):
-            return value
-    return default
-
-
-def _check_pattern(patterns, name: str, value_type, adapter_id: str) -> None:
-    if not isinstance(patterns, dict):
-        raise AdapterInvalidError(f"adapter {adapter_id!r}: {name} must be an object")
-    for key, value in patterns.items():
-        if not isinstance(value, value_type) or isinstance(value, bool) or value <= 0:
-            raise AdapterInvalidError(f"adapter {adapter_id!r}: {name}[{key!r}] must be a positive number")
-        try:
-            re.compile(key)
-        except re.error as exc:
-            raise AdapterInvalidError(f"adapter {adapter_id!r}: {name} key {key!r} is not a pattern: {exc}") from exc
-
-
-def _read_config(path: Path, adapter_id: str, base_name: str | None) -> dict:
+def _read_config(
+    path: Path, adapter_id: str, base_name: str | None
+) -> tuple[dict, ModulePatterns, ModulePatterns]:
+    """The config, and its rank_pattern and alpha_pattern ready to match."""
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise AdapterMissingFileError(f"adapter {adapter_id!r}: {CONFIG_FILE} is missing")
     try:
         config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise AdapterInvalidError(f"adapter {adapter_id!r}: unreadable {CONFIG_FILE}: {exc}") from exc
     if not isinstance(config, dict):
         raise AdapterInvalidError(f"adapter {adapter_id!r}: {CONFIG_FILE} is not a JSON object")
@@ -133,12 +120,12 @@ def _read_config(path: Path, adapter_id: str, base_name: str | None) -> dict:
     r, alpha = config.get("r"), config.get("lora_alpha")
     if not isinstance(r, int) or isinstance(r, bool) or r < 1 or not isinstance(alpha, (int, float)):
         raise AdapterInvalidError(f"adapter {adapter_id!r}: r must be a positive integer and lora_alpha a number")
-    for name, pattern_type in (("rank_pattern", int), ("alpha_pattern", (int, float))):
-        _check_pattern(config.get(name) or {}, name, pattern_type, adapter_id)
+    rank_pattern = ModulePatterns(config.get("rank_pattern") or {}, "rank_pattern", int, adapter_id)
+    alpha_pattern = ModulePatterns(config.get("alpha_pattern") or {}, "alpha_pattern", (int, float), adapter_id)
     adapter_base = config.get("base_model_name_or_path")
     if base_name and isinstance(adapter_base, str) and adapter_base and not base_names_match(adapter_base, base_name):
         raise AdapterBaseMismatchError(f"adapter {adapter_id!r}: trained for {adapter_base!r}, not {base_name!r}")
-    return config
+    return config, rank_pattern, alpha_pattern
 
 
 def _read_tensors(path: Path, adapter_id: str) -> dict[str, torch.Tensor]:
@@ -241,15 +228,15 @@ def read_adapter(
 
     Raises an AdapterInvalidError subclass whose code names what is wrong.
     """
-    config = _read_config(Path(path), adapter_id, base_name)
+    config, rank_pattern, alpha_pattern = _read_config(Path(path), adapter_id, base_name)
     pairs = _pair_tensors(_read_tensors(Path(path), adapter_id), spec, adapter_id)
     checked = {key: _check_pair(pair, *key, spec, adapter_id, max_rank) for key, pair in sorted(pairs.items())}
     rank = max(a.shape[0] for a, _ in checked.values())
     weights = {}
     for (layer, proj), (a, b) in checked.items():
         module = f"model.layers.{layer}.{'self_attn' if proj in ATTENTION_PROJECTIONS else 'mlp'}.{proj}"
-        config_rank = _pattern_value(config.get("rank_pattern") or {}, module, config["r"])
-        alpha = _pattern_value(config.get("alpha_pattern") or {}, module, config["lora_alpha"])
+        config_rank = rank_pattern.value(module, config["r"])
+        alpha = alpha_pattern.value(module, config["lora_alpha"])
         scale = alpha / math.sqrt(config_rank) if config.get("use_rslora") else alpha / config_rank
         weights[(layer, proj)] = _fold(a, b, scale, rank, dtype)
     _check_finite(weights, adapter_id)

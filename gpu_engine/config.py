@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("nf4",)
@@ -37,6 +38,11 @@ class EngineConfig:
     disk_cache_dir: str | None = None  # local copies of remote adapters; None = a temp dir
     disk_cache_bytes: int | None = None  # None = unlimited
     load_workers: int = 2  # threads that fetch and parse adapters off the engine thread
+    max_pending_adapter_loads: int = 256  # loads queued or running; more answer adapter_unavailable
+    # --- where adapter files may come from, and how large they may be (docs/adapter-store.md) ---
+    adapter_uri_roots: tuple[str, ...] = ()  # besides adapter_root: directories or s3://bucket/prefix uris may name
+    max_adapter_config_bytes: int = 1 << 20
+    max_adapter_weights_bytes: int = 8 << 30  # rank 256 on all projections of a 70B base in fp16 is ~6.6 GB
     # --- scheduling across adapters ---
     max_adapters_per_step: int | None = None  # distinct adapters in one step; None = memory only limits
     fairness: str = "vtc"  # "vtc": virtual token counters per adapter (S-LoRA); "fifo": arrival order
@@ -66,6 +72,14 @@ class EngineConfig:
                 raise ValueError(f"{name} must be >= 1 or None")
         if self.load_workers < 1:
             raise ValueError("load_workers must be >= 1")
+        for name in ("max_pending_adapter_loads", "max_adapter_config_bytes", "max_adapter_weights_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not isinstance(self.adapter_uri_roots, tuple):
+            raise ValueError("adapter_uri_roots must be a tuple")
+        for root in self.adapter_uri_roots:
+            if not (root.startswith("s3://") or Path(root).is_absolute()):
+                raise ValueError(f"adapter_uri_roots: {root!r} is neither an absolute directory nor an s3:// uri")
         if self.max_adapters_per_step is not None and self.max_adapters_per_step < 1:
             raise ValueError("max_adapters_per_step must be >= 1 or None")
         if self.fairness not in FAIRNESS:

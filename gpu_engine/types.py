@@ -31,7 +31,10 @@ class EngineErrorCode(str, enum.Enum):
     ADAPTER_RANK_TOO_LARGE = "adapter_rank_too_large"  # rank above the server's max_lora_rank
     ADAPTER_UNSUPPORTED = "adapter_unsupported"  # DoRA, modules_to_save, unknown target modules, ...
     ADAPTER_CHECKSUM_MISMATCH = "adapter_checksum_mismatch"  # files differ from the registry's checksum
-    ADAPTER_UNAVAILABLE = "adapter_unavailable"  # the store could not be reached (transient)
+    ADAPTER_UNAVAILABLE = "adapter_unavailable"  # store unreachable, or too many loads pending (transient)
+    ADAPTER_TOO_LARGE = "adapter_too_large"  # a file of the adapter is over the engine's byte cap
+    ADAPTER_PATH_REFUSED = "adapter_path_refused"  # uri or file outside the configured roots (symlink, other bucket)
+    ADAPTER_PATTERN_UNSAFE = "adapter_pattern_unsafe"  # a rank/alpha pattern with no linear-time match
     PROMPT_TOO_LONG = "prompt_too_long"
     INVALID_PARAMS = "invalid_params"
     INTERNAL = "internal"

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
-from schemas.limits import SCHEMA_VERSION, AdapterId
+from schemas.limits import (
+    MAX_ADAPTER_RANK,
+    MAX_ADAPTER_VERSION,
+    SCHEMA_VERSION,
+    AdapterId,
+    BaseModelName,
+    Checksum,
+    EpochMs,
+    SchemaVersion,
+    Uri,
+)
 
 
 class AdapterEvent(msgspec.Struct, frozen=True, tag="adapter", tag_field="kind"):
     """Version `version` of `adapter_id` lives at `uri` (sha256 `checksum`); deleted retires it."""
 
     adapter_id: AdapterId
-    version: int
-    uri: str
-    checksum: str = ""
-    base_model: str | None = None
-    rank: int | None = None
+    version: Annotated[int, msgspec.Meta(ge=0, le=MAX_ADAPTER_VERSION)]
+    uri: Uri  # "": the adapter under the consumer's own root (and with `deleted`)
+    checksum: Checksum = ""
+    base_model: BaseModelName | None = None
+    rank: Annotated[int, msgspec.Meta(ge=1, le=MAX_ADAPTER_RANK)] | None = None
     deleted: bool = False
-    ts_ms: int = 0
-    schema_version: int = SCHEMA_VERSION
+    ts_ms: EpochMs = 0
+    schema_version: SchemaVersion = SCHEMA_VERSION

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -20,13 +21,20 @@ from schemas.inference import (
     ReplyWire,
     TokenChunk,
 )
-from schemas.limits import REQUEST_ID_PATTERN, SCHEMA_VERSION
+from schemas.limits import (
+    MAX_ATTEMPT,
+    MAX_COUNT,
+    REPLY_TOKEN_PATTERN,
+    REQUEST_ID_PATTERN,
+    SCHEMA_VERSION,
+)
 from schemas.training import CancelJob, TrainingEvent, TrainingRequest
 
 T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+_REPLY_TOKEN_RE = re.compile(REPLY_TOKEN_PATTERN)
 
 
 def encode(event: msgspec.Struct) -> bytes:
@@ -82,32 +90,59 @@ def decode_adapter_event(data: bytes) -> AdapterEvent:
 
 
 def _raise_invalid(data: bytes, code: ErrorCode, message: str) -> None:
-    request_id, reply_to, attempt, version = _salvage(data)
-    if version > SCHEMA_VERSION:
+    salvaged = _salvage(data)
+    if salvaged.version > SCHEMA_VERSION:
         code = ErrorCode.UNSUPPORTED_VERSION
-        message = f"schema_version {version} is newer than supported {SCHEMA_VERSION}"
-    raise InvalidEvent(code, message, request_id=request_id, reply_to=reply_to, attempt=attempt)
+        message = f"schema_version {salvaged.version} is newer than supported {SCHEMA_VERSION}"
+    raise InvalidEvent(
+        code,
+        message,
+        request_id=salvaged.request_id,
+        reply_to=salvaged.reply_to,
+        attempt=salvaged.attempt,
+        reply_token=salvaged.reply_token,
+    )
 
 
-def _salvage(data: bytes) -> tuple[str | None, ReplyAddress | None, int, int]:
-    """Best effort: the request_id, reply address, attempt and version of a refused message."""
+@dataclass(frozen=True)
+class _Salvaged:
+    """What a refused message says about its sender; each field only when it is valid itself."""
+
+    request_id: str | None = None
+    reply_to: ReplyAddress | None = None
+    reply_token: str | None = None
+    attempt: int = 0
+    version: int = SCHEMA_VERSION
+
+
+def _salvage(data: bytes) -> _Salvaged:
+    """Best effort: the request_id, reply address and token, attempt and version of a refused message."""
     try:
         obj = msgspec.json.decode(data)
     except Exception:  # any bytes at all: nothing can be salvaged
-        return None, None, 0, SCHEMA_VERSION
+        return _Salvaged()
     if not isinstance(obj, dict):
-        return None, None, 0, SCHEMA_VERSION
+        return _Salvaged()
     request_id = obj.get("request_id")
     if not (isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id)):
-        request_id = None
-    reply_to = None
-    if request_id is not None:
-        try:
-            reply_to = msgspec.convert(obj.get("reply_to"), ReplyAddress | None)
-        except msgspec.ValidationError:
-            reply_to = None
-    attempt = obj.get("attempt")
-    attempt = attempt if isinstance(attempt, int) and 0 <= attempt <= 1000 else 0
-    version = obj.get("schema_version")
-    version = version if isinstance(version, int) and not isinstance(version, bool) else SCHEMA_VERSION
-    return request_id, reply_to, attempt, version
+        return _Salvaged(version=_int_within(obj.get("schema_version"), MAX_COUNT, SCHEMA_VERSION))
+    try:
+        reply_to = msgspec.convert(obj.get("reply_to"), ReplyAddress | None)
+    except msgspec.ValidationError:
+        reply_to = None
+    reply_token = obj.get("reply_token")
+    if not (isinstance(reply_token, str) and _REPLY_TOKEN_RE.match(reply_token)):
+        reply_token = None
+    return _Salvaged(
+        request_id=request_id,
+        reply_to=reply_to,
+        reply_token=reply_token,
+        attempt=_int_within(obj.get("attempt"), MAX_ATTEMPT, 0),
+        version=_int_within(obj.get("schema_version"), MAX_COUNT, SCHEMA_VERSION),
+    )
+
+
+def _int_within(value: object, maximum: int, default: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
+        return value
+    return default

@@ -45,8 +45,8 @@ class LorastreamError(Exception):
 class InvalidEvent(LorastreamError):
     """Bytes that could not be turned into a valid event.
 
-    `request_id`, `reply_to` and `attempt` are whatever could be salvaged from the bytes, so the
-    sender can still be told (None when nothing usable was found).
+    `request_id`, `reply_to`, `attempt` and `reply_token` are whatever could be salvaged from the
+    bytes, so the sender can still be told (None when nothing usable was found).
     """
 
     def __init__(
@@ -57,6 +57,7 @@ class InvalidEvent(LorastreamError):
         request_id: str | None = None,
         reply_to: object | None = None,
         attempt: int = 0,
+        reply_token: str | None = None,
     ) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
@@ -64,3 +65,4 @@ class InvalidEvent(LorastreamError):
         self.request_id = request_id
         self.reply_to = reply_to
         self.attempt = attempt
+        self.reply_token = reply_token

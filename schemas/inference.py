@@ -19,10 +19,20 @@ from schemas.limits import (
     MIN_PRIORITY,
     SCHEMA_VERSION,
     AdapterId,
+    AnswerText,
     Attempt,
-    NonNegInt,
+    Count,
+    DurationMs,
+    EpochMs,
+    Message,
+    Partition,
+    ReplyToken,
     RequestId,
+    SchemaVersion,
+    Seed,
+    ServedBy,
     StopString,
+    TokenId,
     TopicName,
 )
 
@@ -35,33 +45,36 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOP_K)] = 0
     stop: Annotated[list[StopString], msgspec.Meta(max_length=MAX_STOP_STRINGS)] = []
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 class ReplyAddress(msgspec.Struct, frozen=True):
     """Where answer records go: a topic, and optionally one partition of it."""
 
     topic: TopicName
-    partition: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    partition: Partition | None = None
 
 
 class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="kind"):
     """A prompt for the base model (adapter_id None) or one LoRA adapter."""
 
     request_id: RequestId
-    prompt: str
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_BYTES)]  # and bytes: __post_init__
     adapter_id: AdapterId | None = None
     params: SamplingParams = SamplingParams()
     reply_to: ReplyAddress | None = None
-    deadline_ms: NonNegInt | None = None  # unix epoch ms; past it the request is answered expired
+    deadline_ms: EpochMs | None = None  # unix epoch ms; past it the request is answered expired
     priority: Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)] = 0
     attempt: Attempt = 0
-    created_ms: NonNegInt = 0  # sender's clock, for queue-time accounting
+    created_ms: EpochMs = 0  # sender's clock, for queue-time accounting
     stream: bool = True  # False: no TokenChunk records, only the Final
     # True: the requester reads ChunkBatch records, so the service may pack the chunks of several
     # requests bound for the same reply address into one record (fewer records per token)
     batch_chunks: bool = False
-    schema_version: int = SCHEMA_VERSION
+    # a secret of the requester, echoed in every answer record: a reply-topic reader drops records
+    # without it, so nobody who cannot read this request can forge its answer (see streamer.replies)
+    reply_token: ReplyToken | None = None
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if len(self.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
@@ -71,12 +84,13 @@ class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="ki
 class TokenChunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="kind"):
     """Some new text of a streaming answer. seq counts answer records of one attempt from 0."""
 
-    request_id: str
-    attempt: int
-    seq: int
-    text: str
-    token_ids: list[int] = []
-    schema_version: int = SCHEMA_VERSION
+    request_id: RequestId
+    attempt: Count
+    seq: Count
+    text: AnswerText
+    token_ids: Annotated[list[TokenId], msgspec.Meta(max_length=MAX_NEW_TOKENS)] = []
+    reply_token: ReplyToken | None = None  # the request's, echoed
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class FinishReason(str, enum.Enum):
@@ -87,43 +101,45 @@ class FinishReason(str, enum.Enum):
 
 
 class Usage(msgspec.Struct, frozen=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
 
 
 class Timings(msgspec.Struct, frozen=True):
     """Milliseconds: queue = received → engine start, ttft = received → first token, total."""
 
-    queue_ms: float = 0.0
-    ttft_ms: float = 0.0
-    total_ms: float = 0.0
+    queue_ms: DurationMs = 0.0
+    ttft_ms: DurationMs = 0.0
+    total_ms: DurationMs = 0.0
 
 
 class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
     """The last record of a successful answer, with the whole text."""
 
-    request_id: str
-    attempt: int
-    seq: int
+    request_id: RequestId
+    attempt: Count
+    seq: Count
     finish_reason: FinishReason
-    text: str
-    adapter_id: str | None = None
+    text: AnswerText
+    adapter_id: AdapterId | None = None
     usage: Usage = Usage()
     timings: Timings = Timings()
-    served_by: str | None = None  # the consumer that answered (its instance/consumer id)
-    schema_version: int = SCHEMA_VERSION
+    served_by: ServedBy | None = None  # the consumer that answered (its instance/consumer id)
+    reply_token: ReplyToken | None = None  # the request's, echoed
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class Error(msgspec.Struct, frozen=True, tag="error", tag_field="kind"):
     """The last record of a failed answer."""
 
-    request_id: str
-    attempt: int
-    seq: int
+    request_id: RequestId
+    attempt: Count
+    seq: Count
     code: ErrorCode
-    message: str
-    served_by: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    message: Message
+    served_by: ServedBy | None = None
+    reply_token: ReplyToken | None = None  # the request's, echoed
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class ChunkBatch(msgspec.Struct, frozen=True, tag="chunks", tag_field="kind"):
@@ -131,7 +147,7 @@ class ChunkBatch(msgspec.Struct, frozen=True, tag="chunks", tag_field="kind"):
     requesters that set `batch_chunks`; each chunk keeps its own (request_id, attempt, seq)."""
 
     chunks: Annotated[list[TokenChunk], msgspec.Meta(min_length=1, max_length=MAX_BATCH_CHUNKS)]
-    schema_version: int = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 ReplyRecord = TokenChunk | Final | Error  # what one request's answer consists of
@@ -142,4 +158,4 @@ class CancelRequest(msgspec.Struct, frozen=True, tag="cancel", tag_field="kind")
     """Control event: stop working on request_id (answered with finish_reason cancelled)."""
 
     request_id: RequestId
-    schema_version: int = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION

@@ -8,51 +8,74 @@ from typing import Annotated
 import msgspec
 
 from schemas.errors import ErrorCode
-from schemas.limits import SCHEMA_VERSION, AdapterId, RequestId
+from schemas.limits import (
+    MAX_LORA_ALPHA,
+    MAX_METRICS,
+    MAX_TRAINING_RANK,
+    MAX_TRAINING_STEPS,
+    SCHEMA_VERSION,
+    AdapterId,
+    Attempt,
+    BaseModelName,
+    Checksum,
+    Count,
+    EpochMs,
+    FieldName,
+    Message,
+    MetricName,
+    RequestId,
+    SchemaVersion,
+    Seed,
+    TaskName,
+    Uri,
+)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LoraTarget = Annotated[str, msgspec.Meta(pattern=r"^(q|k|v|o|gate|up|down)_proj$")]
+LoraTarget = Annotated[str, msgspec.Meta(pattern=r"^(q|k|v|o|gate|up|down)_proj\Z")]
 
 
 class Hyperparameters(msgspec.Struct, frozen=True):
     """LoRA Land's defaults: r 8, alpha 16, dropout 0.05, q/v targets, lr 2e-4, cosine, 3% warmup."""
 
-    r: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
-    alpha: Annotated[float, msgspec.Meta(gt=0)] = 16.0
+    r: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAINING_RANK)] = 8
+    alpha: Annotated[float, msgspec.Meta(gt=0, le=MAX_LORA_ALPHA)] = 16.0
     dropout: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.05
-    target_modules: Annotated[list[LoraTarget], msgspec.Meta(min_length=1, max_length=7)] = msgspec.field(
-        default_factory=lambda: ["q_proj", "v_proj"]
-    )
+    target_modules: Annotated[
+        list[LoraTarget], msgspec.Meta(min_length=1, max_length=len(LORA_TARGETS))
+    ] = msgspec.field(default_factory=lambda: ["q_proj", "v_proj"])
     learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1.0)] = 2e-4
-    lr_scheduler: Annotated[str, msgspec.Meta(pattern=r"^(cosine|linear|constant)$")] = "cosine"
+    lr_scheduler: Annotated[str, msgspec.Meta(pattern=r"^(cosine|linear|constant)\Z")] = "cosine"
     warmup_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=0.5)] = 0.03
     effective_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
     micro_batch_size: Annotated[int, msgspec.Meta(ge=1, le=512)] = 4
-    max_steps: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAINING_STEPS)] | None = None
     epochs: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = 1.0
     max_seq_len: Annotated[int, msgspec.Meta(ge=8, le=32768)] = 512
-    seed: int = 0
-    quantize: Annotated[str, msgspec.Meta(pattern=r"^(auto|nf4|none)$")] = "auto"
+    seed: Seed = 0
+    quantize: Annotated[str, msgspec.Meta(pattern=r"^(auto|nf4|none)\Z")] = "auto"
 
 
 class DatasetRef(msgspec.Struct, frozen=True):
-    """JSONL with prompt/completion fields at `uri` (local path or s3://), or a built-in task."""
+    """JSONL with prompt/completion fields at `uri` (local path or s3://), or a built-in task.
 
-    uri: str | None = None
-    task: str | None = None
-    prompt_field: str = "prompt"
-    completion_field: str = "completion"
+    How large a dataset may be is the worker's to check when it reads it: bytes are not in the event.
+    """
+
+    uri: Uri | None = None
+    task: TaskName | None = None
+    prompt_field: FieldName = "prompt"
+    completion_field: FieldName = "completion"
 
 
 class TrainingRequest(msgspec.Struct, frozen=True, tag="train", tag_field="kind"):
     job_id: RequestId
     adapter_id: AdapterId
     dataset: DatasetRef
-    base_model: str | None = None  # None: the base the worker serves
+    base_model: BaseModelName | None = None  # None: the base the worker serves
     hyperparameters: Hyperparameters = Hyperparameters()
     overwrite: bool = False
-    attempt: int = 0
-    schema_version: int = SCHEMA_VERSION
+    attempt: Attempt = 0
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class JobState(str, enum.Enum):
@@ -66,29 +89,32 @@ class JobState(str, enum.Enum):
 
 
 class TrainingEvent(msgspec.Struct, frozen=True, tag="training_event", tag_field="kind"):
-    """One state change or progress report of a job; fields not relevant to `state` stay None."""
+    """One state change or progress report of a job; fields not relevant to `state` stay None.
 
-    job_id: str
+    Floats are finite (JSON has no NaN or infinity); counts are bounded like answer attempts.
+    """
+
+    job_id: RequestId
     state: JobState
-    ts_ms: int
-    attempt: int = 0
-    step: int | None = None
-    total_steps: int | None = None
+    ts_ms: EpochMs
+    attempt: Count = 0
+    step: Count | None = None
+    total_steps: Count | None = None
     loss: float | None = None
     eval_loss: float | None = None
     learning_rate: float | None = None
     tokens_per_s: float | None = None
     eta_s: float | None = None
-    quantization: str | None = None  # "nf4" or "none": what the job actually used
-    adapter_id: str | None = None
-    adapter_uri: str | None = None
-    checksum: str | None = None
-    metrics: dict[str, float] = {}
+    quantization: Annotated[str, msgspec.Meta(pattern=r"^(nf4|none)\Z")] | None = None  # what the job used
+    adapter_id: AdapterId | None = None
+    adapter_uri: Uri | None = None
+    checksum: Checksum | None = None
+    metrics: Annotated[dict[MetricName, float], msgspec.Meta(max_length=MAX_METRICS)] = {}
     code: ErrorCode | None = None
-    reason: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    reason: Message | None = None
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class CancelJob(msgspec.Struct, frozen=True, tag="cancel_job", tag_field="kind"):
     job_id: RequestId
-    schema_version: int = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION

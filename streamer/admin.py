@@ -102,6 +102,9 @@ async def admin_client(
         await admin.close()
 
 
+_TOPIC_AUTHORIZATION_FAILED = 29
+
+
 async def ensure_topics(
     cfg: KafkaConfig, specs: Iterable[TopicSpec], *, timeout_s: float = START_TIMEOUT_S
 ) -> list[str]:
@@ -121,13 +124,21 @@ async def ensure_topics(
         response = await retry_transient(
             lambda: admin.create_topics(new_topics), what="create topics", timeout_s=timeout_s
         )
-        created = []
+        created, denied = [], {}
         for topic, code, *message in response.topic_errors:
+            detail = message[0] if message and message[0] else for_code(code).message
             if code == 0:
                 created.append(topic)
+            elif code == _TOPIC_AUTHORIZATION_FAILED:
+                denied[topic] = detail
             elif code != TopicAlreadyExistsError.errno:
-                detail = message[0] if message and message[0] else for_code(code).message
                 raise TopicAdminError(f"cannot create topic {topic}: {detail}")
+        if denied:  # under ACLs a principal without CREATE may still use topics that exist
+            described = await admin.describe_topics(list(denied))
+            existing = {t["topic"] for t in described if t.get("error_code", 0) == 0 and t.get("partitions")}
+            for topic, detail in denied.items():
+                if topic not in existing:
+                    raise TopicAdminError(f"cannot create topic {topic}: {detail}")
         await _wait_for_leaders(admin, [s.name for s in specs], timeout_s)
     if created:
         log.info("created topics %s", ", ".join(created))

@@ -3,7 +3,8 @@
 Replies come to one partition this client reads alone, with manual `assign` (no consumer group,
 so no rebalances): by default a private topic `<prefix>.replies.<client_id>` created on enter
 and deleted on exit, or a partition of a shared reply topic that the deployment assigns to this
-client. One reader task demultiplexes records by request_id (see streamer.replies).
+client. One reader task demultiplexes records by request_id (see streamer.replies); every request
+gets a fresh secret `reply_token`, and records that do not carry it are dropped as forged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BASE_MODEL_KEY = "__base__"  # partition key of requests for the base model
 _CLOSE_TIMEOUT_S = 5.0
+_REPLY_TOKEN_BYTES = 16  # 128 random bits, 22 urlsafe characters
 _TOPIC_RE = re.compile(TOPIC_PATTERN)
 
 
@@ -163,6 +166,11 @@ class LoraClient:
         """Reply records for requests nobody waits for (finished, abandoned, other clients')."""
         return self._reader.demux.num_ignored
 
+    @property
+    def num_forged_records(self) -> int:
+        """Reply records for a waiting request that lack its reply_token (dropped)."""
+        return self._reader.demux.num_forged
+
     def stream(
         self,
         prompt: str,
@@ -279,11 +287,14 @@ class LoraClient:
         timeout_s: float | None = None,
         partition_key: str | None = None,
     ) -> RequestStream:
-        """Stream the answer of a request built by the caller; its reply_to is set to ours.
+        """Stream the answer of a request built by the caller; its reply_to is set to ours, and
+        a reply_token is added when it has none.
 
         Raises InvalidEvent at once when the service would refuse the request.
         """
-        request = msgspec.structs.replace(request, reply_to=self.reply_to)
+        request = msgspec.structs.replace(
+            request, reply_to=self.reply_to, reply_token=request.reply_token or new_reply_token()
+        )
         decode_request(encode(request))
         return RequestStream(
             self,
@@ -349,14 +360,15 @@ class LoraClient:
             created_ms=now_ms,
             stream=stream,
             batch_chunks=True,  # the reply reader unpacks ChunkBatch records
+            reply_token=new_reply_token(),
         )
 
     # --- used by RequestStream -------------------------------------------------------------
 
-    def _register(self, request_id: str, sink: Sink) -> None:
+    def _register(self, request: InferenceRequest, sink: Sink) -> None:
         if not self._is_open:
             raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
-        self._reader.demux.register(request_id, sink)
+        self._reader.demux.register(request.request_id, request.reply_token, sink)
 
     def _forget(self, request_id: str) -> bool:
         """Stop routing replies to a request; True when it was still waiting (cancel it)."""
@@ -388,6 +400,11 @@ class LoraClient:
             )
         except KafkaError as exc:
             log.warning("could not publish cancel for %s: %r", request_id, exc)
+
+
+def new_reply_token() -> str:
+    """A fresh secret for one request's answer records (see streamer.replies)."""
+    return secrets.token_urlsafe(_REPLY_TOKEN_BYTES)
 
 
 def _now_ms() -> int:

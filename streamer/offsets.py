@@ -1,9 +1,12 @@
 """Which offsets are safe to commit: only those below the lowest request still unanswered.
 
 Pure bookkeeping (no Kafka): the consumer calls `track` when it takes a record on, `done` when
-the record is finished (answered and acknowledged, or skipped), and commits `committable()`.
-Offsets never tracked (compacted away, control batches, records skipped before tracking) count
-as done, so gaps in the offset sequence never hold a partition back.
+the record is finished (answered and acknowledged), and commits `committable()`. Offsets never
+fetched (compacted away, control batches) hold nothing back: gaps in the offset sequence are fine.
+
+Only `track` moves a partition forward. `done` for an offset that is not open is ignored: after a
+partition is revoked and handed back, a late acknowledgement of an answer from before the
+rebalance must not move the commit past offsets the new assignment has not fetched yet.
 """
 
 from __future__ import annotations
@@ -32,11 +35,10 @@ class PartitionOffsets:
         self._next_after_seen = max(self._next_after_seen, offset + 1)
 
     def done(self, offset: int) -> None:
-        """Finished (or never worth tracking): no longer holds the partition back."""
+        """Finished: no longer holds the partition back (ignored when `offset` is not open)."""
         if offset < 0:
             raise ValueError("offset must be >= 0")
         self._open.discard(offset)
-        self._next_after_seen = max(self._next_after_seen, offset + 1)
 
     @property
     def num_open(self) -> int:
@@ -90,6 +92,10 @@ class OffsetTracker(Generic[P]):
         for tp, offset in offsets.items():
             if tp in self._partitions:
                 self._committed[tp] = max(self._committed.get(tp, 0), offset)
+
+    def committed_offset(self, tp: P) -> int | None:
+        """The last offset `committed` for `tp` since it was tracked, or None."""
+        return self._committed.get(tp)
 
     def forget(self, tp: P) -> None:
         """Drop a revoked partition; its open offsets will be redelivered to the next owner."""

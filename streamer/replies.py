@@ -3,6 +3,12 @@
 Answer records carry (request_id, attempt, seq). At-least-once delivery means a record can
 arrive twice, and a restarted consumer re-serves a request from the start with a higher attempt.
 Per request:
+- records whose `reply_token` is not the request's are dropped (forged). Whoever can write to a
+  reply topic (no ACLs, or a shared topic) and knows a request_id could otherwise end someone
+  else's answer with an Error of attempt 1000, which outranks the real answer. The token is a
+  fresh secret per request that the service echoes in every answer record; learning it takes
+  reading the requests topic or the requester's reply topic, which the ACLs reserve for the
+  service and the requester (docs/security.md);
 - records of an attempt lower than the highest seen are dropped (superseded);
 - within the current attempt, seq <= the last delivered seq is dropped (duplicate);
 - when a higher attempt starts, its text is suppressed up to the number of characters already
@@ -70,21 +76,26 @@ class ReplyDedup:
 
 
 class ReplyDemux:
-    """Routes records to the sink of their request; unknown request ids are ignored.
+    """Routes records to the sink of their request; unknown request ids are ignored, and records
+    without their request's reply_token are dropped.
 
     A request is registered before it is sent and unregistered when its reader stops; its
     entry goes away by itself once a Final or Error was delivered.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[ReplyDedup, Sink]] = {}
+        self._entries: dict[str, tuple[ReplyDedup, Sink, str]] = {}
         self.num_ignored = 0  # records for requests this client is not (or no longer) waiting on
         self.num_dropped = 0  # duplicates and superseded attempts
+        self.num_forged = 0  # records without the request's reply_token
 
-    def register(self, request_id: str, sink: Sink) -> None:
+    def register(self, request_id: str, reply_token: str | None, sink: Sink) -> None:
+        """Route records of `request_id` that carry `reply_token` to `sink`."""
         if request_id in self._entries:
             raise ValueError(f"request_id {request_id} is already waiting for an answer")
-        self._entries[request_id] = (ReplyDedup(), sink)
+        if not reply_token:
+            raise ValueError(f"request_id {request_id} has no reply_token to check its answer by")
+        self._entries[request_id] = (ReplyDedup(), sink, reply_token)
 
     def unregister(self, request_id: str) -> bool:
         """Stop routing records to a request; True when it was still waiting."""
@@ -110,7 +121,10 @@ class ReplyDemux:
         if entry is None:
             self.num_ignored += 1
             return False
-        dedup, sink = entry
+        dedup, sink, reply_token = entry
+        if record.reply_token != reply_token:
+            self.num_forged += 1
+            return False
         fresh = dedup.accept(record)
         if fresh is None:
             self.num_dropped += 1

@@ -101,7 +101,7 @@ class RequestStream:
 
     async def _send(self) -> None:
         try:
-            self._client._register(self.request_id, self._queue.put_nowait)
+            self._client._register(self.request, self._queue.put_nowait)
         except BaseException:
             self._is_finished = True
             raise

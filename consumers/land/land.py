@@ -205,6 +205,7 @@ async def _fine_tune(kafka, topics, config: LandConfig, base_dir: Path, run_dir:
             base_model_path=str(base_dir),
             adapter_root=str(run_dir / "adapters"),
             work_dir=str(run_dir / "jobs"),
+            dataset_roots=(str((run_dir / "data").resolve()),),
             device="cpu",
             job_threads=max(1, (os.cpu_count() or 1) // config.num_workers),
             checkpoint_every_steps=max(config.steps, 1),

@@ -3,7 +3,8 @@
 `open_store(config, stats)` builds the store the engine uses; `store.checkout(ref)` is a context
 manager yielding a local directory holding `adapter_config.json` + `adapter_model.safetensors`
 for that version, kept on disk (pinned in the disk tier) until the block exits. Blocking and
-thread-safe: it runs on the engine's loader threads, never on the engine thread. See
+thread-safe: it runs on the engine's loader threads, never on the engine thread. Every location
+is first checked against the configured roots and byte caps (AdapterBounds). See
 docs/adapter-store.md.
 """
 
@@ -11,13 +12,17 @@ from __future__ import annotations
 
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
+from gpu_engine.store.bounds import AdapterBounds, AdapterPathRefusedError, AdapterTooLargeError
 from gpu_engine.store.disk_cache import DiskCache
 from gpu_engine.store.local import LocalStore
 from gpu_engine.store.protocol import AdapterStore
 from gpu_engine.store.s3 import S3Fetcher, S3Store
-from gpu_engine.store.uri import S3Location, is_s3_uri
+from gpu_engine.store.uri import S3Location
 
-__all__ = ["AdapterStore", "DiskCache", "LocalStore", "S3Fetcher", "S3Location", "S3Store", "open_store"]
+__all__ = [
+    "AdapterBounds", "AdapterPathRefusedError", "AdapterStore", "AdapterTooLargeError", "DiskCache", "LocalStore",
+    "S3Fetcher", "S3Location", "S3Store", "open_store",
+]
 
 
 def open_store(config: EngineConfig, stats: CacheStats) -> AdapterStore:
@@ -26,7 +31,7 @@ def open_store(config: EngineConfig, stats: CacheStats) -> AdapterStore:
     Nothing touches the network until the first remote checkout (a configured disk_cache_dir is
     created and its previous contents adopted at once; the default temp dir only when needed).
     """
-    remote_root = config.adapter_root if is_s3_uri(config.adapter_root) else None
+    bounds = AdapterBounds.from_config(config)
     cache = DiskCache(config.disk_cache_dir, config.disk_cache_bytes, stats)
-    remote = S3Store(remote_root, cache, S3Fetcher(config.s3_endpoint_url))
-    return remote if remote_root is not None else LocalStore(config.adapter_root, remote=remote)
+    remote = S3Store(bounds, cache, S3Fetcher(config.s3_endpoint_url))
+    return remote if isinstance(bounds.root, S3Location) else LocalStore(bounds, remote=remote)

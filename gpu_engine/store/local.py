@@ -8,8 +8,9 @@ from pathlib import Path
 
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.errors import AdapterChecksumError, AdapterMissingFileError, AdapterNotFoundError
+from gpu_engine.store.bounds import AdapterBounds
 from gpu_engine.store.protocol import AdapterStore
-from gpu_engine.store.uri import S3Location, locate
+from gpu_engine.store.uri import S3Location
 from gpu_engine.training.adapter_files import ADAPTER_FILES, adapter_checksum
 
 
@@ -28,21 +29,27 @@ def verify_checksum(path: Path, ref: AdapterRef) -> None:
         )
 
 
+def checkout_local(bounds: AdapterBounds, path: Path, ref: AdapterRef) -> Path:
+    """The checked directory to read at a located local `path` (see AdapterBounds.local_dir), checksum verified."""
+    real = bounds.local_dir(path, ref)
+    verify_checksum(real, ref)
+    return real
+
+
 class LocalStore:
     """Files are read in place (nothing is copied); refs with an s3:// uri go to `remote`."""
 
-    def __init__(self, root: str | Path | None, remote: AdapterStore | None = None) -> None:
-        self.root = None if root is None else Path(root)
+    def __init__(self, bounds: AdapterBounds, remote: AdapterStore | None = None) -> None:
+        self.bounds = bounds
         self.remote = remote
 
     @contextlib.contextmanager
     def checkout(self, ref: AdapterRef) -> Iterator[Path]:
-        location = locate(ref, self.root)
+        location = self.bounds.locate(ref)
         if isinstance(location, S3Location):
             if self.remote is None:
                 raise AdapterNotFoundError(f"adapter {ref.adapter_id!r}: no remote store for {ref.uri}")
             with self.remote.checkout(ref) as path:
                 yield path
             return
-        verify_checksum(location, ref)
-        yield location
+        yield checkout_local(self.bounds, location, ref)

@@ -13,7 +13,7 @@ class AdapterStore(Protocol):
     def checkout(self, ref: AdapterRef) -> contextlib.AbstractContextManager[Path]:
         """A local directory holding the adapter's two files, unchanged until the block exits.
 
-        Raises AdapterNotFoundError, AdapterMissingFileError, AdapterChecksumError or
-        AdapterUnavailableError.
+        Raises AdapterNotFoundError, AdapterPathRefusedError (outside the configured roots),
+        AdapterTooLargeError, AdapterMissingFileError, AdapterChecksumError or AdapterUnavailableError.
         """
         ...

@@ -1,7 +1,8 @@
 """S3Store: adapters in S3-compatible object storage, copied into the disk tier before use.
 
 Layout `s3://bucket/prefix/<adapter_id>/adapter_config.json|adapter_model.safetensors`; a ref's
-own `s3://bucket/key` uri overrides it. Only those two objects are ever fetched. Credentials come
+own `s3://bucket/key` uri overrides it (within AdapterBounds). Only those two objects are ever
+fetched, each refused before its body is read when its length is over the cap. Credentials come
 from boto3's usual chain (AWS_* environment, profile, instance role).
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +17,10 @@ from pathlib import Path
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapters import CONFIG_FILE, WEIGHTS_FILE
 from gpu_engine.errors import AdapterMissingFileError, AdapterNotFoundError, AdapterUnavailableError
+from gpu_engine.store.bounds import AdapterBounds, AdapterTooLargeError
 from gpu_engine.store.disk_cache import DiskCache
-from gpu_engine.store.local import verify_checksum
-from gpu_engine.store.uri import S3Location, locate, parse_s3_uri
+from gpu_engine.store.local import checkout_local
+from gpu_engine.store.uri import S3Location
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 _COPY_CHUNK_BYTES = 1 << 20
@@ -61,11 +62,14 @@ class S3Fetcher:
                 )
             return self._client
 
-    def fetch(self, location: S3Location, dest: Path) -> None:
-        """Write adapter_config.json then adapter_model.safetensors from `location` into `dest`."""
+    def fetch(self, location: S3Location, bounds: AdapterBounds, dest: Path) -> None:
+        """Write adapter_config.json then adapter_model.safetensors from `location` into `dest`.
+
+        Raises AdapterTooLargeError, before its body is read, for an object over its cap in `bounds`.
+        """
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             try:
-                self._download(location, name, dest / name)
+                self._download(location, name, dest / name, bounds.max_file_bytes(name))
             except AdapterNotFoundError as exc:
                 if name == CONFIG_FILE:
                     raise
@@ -86,14 +90,19 @@ class S3Fetcher:
             except (ClientError, BotoCoreError, OSError, ValueError) as exc:
                 raise AdapterUnavailableError(f"cannot upload s3://{location.bucket}/{key}: {exc}") from exc
 
-    def _download(self, location: S3Location, name: str, dest: Path) -> None:
+    def _download(self, location: S3Location, name: str, dest: Path, max_bytes: int) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         key = location.key(name)
         try:
-            body = self._get_client().get_object(Bucket=location.bucket, Key=key)["Body"]
-            with body, dest.open("wb") as f:
-                shutil.copyfileobj(body, f, _COPY_CHUNK_BYTES)
+            response = self._get_client().get_object(Bucket=location.bucket, Key=key)
+            with response["Body"] as body:
+                if response.get("ContentLength", 0) > max_bytes:  # the headers are in; the body is not read
+                    raise AdapterTooLargeError(
+                        f"s3://{location.bucket}/{key} has {response['ContentLength']} bytes; the cap is {max_bytes}"
+                    )
+                with dest.open("wb") as f:
+                    _copy_at_most(body, f, max_bytes, f"s3://{location.bucket}/{key}")
         except ClientError as exc:
             error = exc.response.get("Error", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -104,21 +113,30 @@ class S3Fetcher:
             raise AdapterUnavailableError(f"s3://{location.bucket}/{key}: {exc}") from exc
 
 
+def _copy_at_most(source, dest, max_bytes: int, what: str) -> None:
+    """Copy a stream, refusing it once more than `max_bytes` have come (a server may send more than it announced)."""
+    copied = 0
+    while chunk := source.read(_COPY_CHUNK_BYTES):
+        copied += len(chunk)
+        if copied > max_bytes:
+            raise AdapterTooLargeError(f"{what} is larger than the cap of {max_bytes} bytes")
+        dest.write(chunk)
+
+
 class S3Store:
     """Remote adapters through the disk tier; refs with a file:// uri are read in place."""
 
-    def __init__(self, root: str | None, cache: DiskCache, fetcher: S3Fetcher) -> None:
-        self.root = None if root is None else parse_s3_uri(root)
+    def __init__(self, bounds: AdapterBounds, cache: DiskCache, fetcher: S3Fetcher) -> None:
+        self.bounds = bounds
         self.cache = cache
         self.fetcher = fetcher
 
     @contextlib.contextmanager
     def checkout(self, ref: AdapterRef) -> Iterator[Path]:
-        location = locate(ref, self.root)
+        location = self.bounds.locate(ref)
         if not isinstance(location, S3Location):
-            verify_checksum(location, ref)
-            yield location
+            yield checkout_local(self.bounds, location, ref)
             return
-        fetch = functools.partial(self.fetcher.fetch, location)
+        fetch = functools.partial(self.fetcher.fetch, location, self.bounds)
         with self.cache.checkout(str(location), ref.version, ref.checksum, fetch) as path:
             yield path

@@ -1,7 +1,6 @@
-"""Where an adapter's files live: a local directory or an S3 prefix, worked out from an AdapterRef.
+"""Adapter uris: `file:///abs/dir` and `s3://bucket/prefix` name one adapter's directory. Pure Python.
 
-Pure Python. `file:///abs/dir` and `s3://bucket/prefix` name one adapter's directory; a ref
-without a uri is looked up by id under the store's root (`<root>/<adapter_id>/`).
+Parsing only; whether a uri may be used is AdapterBounds' decision (gpu_engine/store/bounds.py).
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from gpu_engine.adapter_ref import AdapterRef
-from gpu_engine.adapters import check_adapter_id, resolve_adapter_dir
 from gpu_engine.errors import AdapterNotFoundError
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -59,21 +56,3 @@ def parse_file_uri(uri: str) -> Path:
     if ".." in path.split("/") or "\0" in path:
         raise AdapterNotFoundError(f"{uri!r}: '..' path segments are refused")
     return Path(path)
-
-
-def locate(ref: AdapterRef, root: Path | S3Location | None) -> Path | S3Location:
-    """The adapter's directory: the ref's own uri, else `<root>/<adapter_id>`.
-
-    A local result is an existing directory; whether its files are there is the reader's check.
-    """
-    if ref.uri:
-        if is_s3_uri(ref.uri):
-            return parse_s3_uri(ref.uri)
-        path = parse_file_uri(ref.uri)
-        if not path.is_dir():
-            raise AdapterNotFoundError(f"adapter {ref.adapter_id!r}: {ref.uri} is not a directory")
-        return path
-    if isinstance(root, S3Location):
-        check_adapter_id(ref.adapter_id)
-        return root.child(ref.adapter_id)
-    return resolve_adapter_dir(root, ref.adapter_id)

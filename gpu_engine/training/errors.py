@@ -11,6 +11,9 @@ class TrainErrorCode(str, enum.Enum):
     INVALID_SPEC = "invalid_spec"  # hyperparameters or paths break a rule (see TrainJobSpec)
     DATASET_NOT_FOUND = "dataset_not_found"
     DATASET_INVALID = "dataset_invalid"  # rows that are not {prompt, completion} objects
+    DATASET_REFUSED = "dataset_refused"  # outside the allowed roots, or not a regular file
+    DATASET_TOO_LARGE = "dataset_too_large"  # more bytes or rows than the configured cap
+    DATASET_UNAVAILABLE = "dataset_unavailable"  # the object store could not be reached
     BASE_NOT_FOUND = "base_not_found"
     BASE_UNSUPPORTED = "base_unsupported"  # not a Llama-family causal LM, or targets missing
     QUANTIZATION_UNAVAILABLE = "quantization_unavailable"  # nf4 asked for, bitsandbytes can't
@@ -32,6 +35,21 @@ class InvalidSpecError(TrainingError):
 
 class DatasetNotFoundError(TrainingError):
     code = TrainErrorCode.DATASET_NOT_FOUND
+
+
+class DatasetRefusedError(TrainingError):
+    """A dataset location this process may not read: outside the allowed roots, a symlink out of
+    them, a device, FIFO or pseudo-file (/proc, /sys), or a file it lacks permission for."""
+
+    code = TrainErrorCode.DATASET_REFUSED
+
+
+class DatasetTooLargeError(TrainingError):
+    code = TrainErrorCode.DATASET_TOO_LARGE
+
+
+class DatasetUnavailableError(TrainingError):
+    code = TrainErrorCode.DATASET_UNAVAILABLE
 
 
 class DatasetInvalidError(TrainingError):

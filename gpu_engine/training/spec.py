@@ -10,11 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_engine.training.dataset import MAX_DATASET_ROWS
+from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 QUANTIZE_MODES = ("auto", "nf4", "none")
 # fields that change what a step computes: a checkpoint is only resumed under the same values
-_RUNTIME_ONLY = ("output_dir", "checkpoint_dir", "checkpoint_every_steps", "progress_interval_s", "device")
+_RUNTIME_ONLY = (
+    "output_dir",
+    "checkpoint_dir",
+    "checkpoint_every_steps",
+    "progress_interval_s",
+    "device",
+    "max_dataset_bytes",
+    "max_dataset_rows",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class TrainJobSpec:
     checkpoint_dir: str | None = None
     checkpoint_every_steps: int = 50
     progress_interval_s: float = 2.0
+    max_dataset_bytes: int = MAX_DATASET_BYTES
+    max_dataset_rows: int = MAX_DATASET_ROWS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -107,6 +120,8 @@ class TrainJobSpec:
             raise ValueError("checkpoint_every_steps must be >= 1")
         if not (math.isfinite(self.progress_interval_s) and self.progress_interval_s >= 0):
             raise ValueError("progress_interval_s must be >= 0")
+        if self.max_dataset_bytes < 1 or self.max_dataset_rows < 1:
+            raise ValueError("max_dataset_bytes and max_dataset_rows must be >= 1")
 
     @property
     def grad_accum_steps(self) -> int:

@@ -81,7 +81,10 @@ def run_training(
         return finished
     stop = stop or StopSignal()
     train_rows, eval_rows = split_rows(
-        load_rows(spec.dataset_path, spec.prompt_field, spec.completion_field),
+        load_rows(
+            spec.dataset_path, spec.prompt_field, spec.completion_field,
+            max_bytes=spec.max_dataset_bytes, max_rows=spec.max_dataset_rows,
+        ),
         spec.eval_fraction,
         spec.max_eval_rows,
         spec.seed,

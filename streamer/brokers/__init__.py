@@ -8,11 +8,13 @@ working directory. As context managers (sync or async) they start on enter and c
 
 from streamer.brokers.kafka_jars import KafkaJarBroker, find_java
 from streamer.brokers.process import BrokerProcess, free_port, probe_metadata
+from streamer.brokers.secured import SecuredKafkaJarBroker
 from streamer.brokers.tansu import TansuBroker
 
 __all__ = [
     "BrokerProcess",
     "KafkaJarBroker",
+    "SecuredKafkaJarBroker",
     "TansuBroker",
     "find_java",
     "free_port",

@@ -70,13 +70,7 @@ class KafkaJarBroker(BrokerProcess):
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            **self._listener_properties(),
             "log.dirs": str(self.workdir / "data"),
             "num.partitions": "1",
             "auto.create.topics.enable": str(self.auto_create_topics).lower(),
@@ -93,6 +87,22 @@ class KafkaJarBroker(BrokerProcess):
         }
         props.update(self.extra_properties)
         return props
+
+    def _listener_properties(self) -> dict[str, str]:
+        """Listeners and how they authenticate: plaintext, no authentication, no authorizer."""
+        return {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
+            ),
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        }
+
+    def _format_options(self) -> list[str]:
+        """Extra `StorageTool format` options (credentials written into the metadata log)."""
+        return []
 
     def _prepare(self) -> None:
         config = self.workdir / "server.properties"
@@ -113,6 +123,7 @@ class KafkaJarBroker(BrokerProcess):
                 cluster_id,
                 "-c",
                 str(config),
+                *self._format_options(),
             ],
             capture_output=True,
             text=True,

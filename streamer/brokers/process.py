@@ -13,7 +13,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -57,6 +57,10 @@ class BrokerProcess:
     def pid(self) -> int | None:
         """The process id while it runs (benchmarks read its CPU time from /proc)."""
         return self._proc.pid if self.is_running else None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """aiokafka keyword arguments (besides bootstrap_servers) an administrator connects with."""
+        return {}
 
     def _prepare(self) -> None:
         """One-time set-up before the first start (config files, storage format)."""
@@ -148,7 +152,7 @@ class BrokerProcess:
                 # a fresh event loop in a worker thread: safe whether or not the caller runs one
                 if (
                     _port_open(self.port)
-                    and pool.submit(asyncio.run, probe_metadata(self.bootstrap_servers)).result()
+                    and pool.submit(asyncio.run, probe_metadata(self.bootstrap_servers, **self.client_kwargs())).result()
                 ):
                     return
                 if time.monotonic() > deadline:
@@ -167,12 +171,16 @@ class BrokerProcess:
             return "(no broker log)"
 
 
-async def probe_metadata(bootstrap_servers: str) -> bool:
-    """True when a metadata request succeeds and names at least one broker and a controller."""
+async def probe_metadata(bootstrap_servers: str, **client_kwargs: Any) -> bool:
+    """True when a metadata request succeeds and names at least one broker and a controller.
+
+    `client_kwargs` are more aiokafka settings, such as the credentials a secured broker needs.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
         request_timeout_ms=_PROBE_TIMEOUT_MS,
         client_id="lorastream-probe",
+        **client_kwargs,
     )
     try:
         await admin.start()

@@ -7,16 +7,18 @@ import asyncio
 import pytest
 
 from consumers.chunk_batcher import ChunkBatcher
+from consumers.send_policy import SendOutcome
 from schemas import ChunkBatch, ReplyAddress, TokenChunk, decode_reply
 
 
 class FakeOutbox:
     def __init__(self) -> None:
         self.records: list[tuple[str, object, bytes | None, int | None]] = []
+        self.callbacks: list = []
 
-    def put(self, topic, value, *, key=None, partition=None, on_delivered=None, best_effort=False):
-        assert best_effort and on_delivered is None  # chunks never hold up offsets
+    def put(self, topic, value, *, key=None, partition=None, on_done=None):
         self.records.append((topic, decode_reply(value), key, partition))
+        self.callbacks.append(on_done)
 
 
 A, B = ReplyAddress("replies.a", 0), ReplyAddress("replies.b", 3)
@@ -62,3 +64,17 @@ async def test_flush_sends_before_a_final_and_a_full_record_leaves_at_once():
 async def test_max_chunks_is_validated():
     with pytest.raises(ValueError):
         ChunkBatcher(FakeOutbox(), asyncio.get_running_loop(), max_chunks=0)
+
+
+async def test_a_failed_record_is_reported_once_per_request_it_carried():
+    outbox = FakeOutbox()
+    failed: list[tuple[str, SendOutcome]] = []
+    batcher = ChunkBatcher(outbox, asyncio.get_running_loop(), on_failed=lambda rid, o: failed.append((rid, o)))
+    for request_id, seq in (("r1", 0), ("r2", 0), ("r1", 1)):
+        batcher.add(A, chunk(request_id, seq))
+    batcher.flush(A)
+    (on_done,) = outbox.callbacks
+    on_done(SendOutcome.DELIVERED)
+    assert failed == []
+    on_done(SendOutcome.NOT_AUTHORIZED)
+    assert failed == [("r1", SendOutcome.NOT_AUTHORIZED), ("r2", SendOutcome.NOT_AUTHORIZED)]

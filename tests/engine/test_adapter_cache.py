@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import torch
 
+from gpu_engine import adapter_loader
 from gpu_engine.adapter_loader import AdapterLoader
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapter_registry import AdapterRegistry
@@ -16,7 +17,7 @@ from gpu_engine.adapters import LoraAdapter, LoraWeights
 from gpu_engine.byte_lru import ByteLRU
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.device_cache import DeviceCache
-from gpu_engine.errors import AdapterCorruptError, AdapterNotFoundError
+from gpu_engine.errors import AdapterCorruptError, AdapterNotFoundError, AdapterUnavailableError
 from gpu_engine.host_cache import HostCache
 from gpu_engine.lora_bank import LoraBank
 from gpu_engine.model_spec import ModelSpec
@@ -26,6 +27,7 @@ SPEC = ModelSpec(
     vocab_size=64, max_position_embeddings=128, sliding_windows=(None, None), eos_token_ids=(2,),
 )
 TIMEOUT_S = 10
+MAX_PENDING = 6
 
 # ops: ("put", key, bytes) | ("put_stale", key, bytes) | ("get", key) | ("pin", key) | ("unpin", key)
 #      | ("invalidate", keys); expected: resident keys (LRU first) and evicted keys in eviction order
@@ -203,7 +205,7 @@ class GatedStore:
         with self._lock:
             self.checkouts[(ref.adapter_id, ref.version)] += 1
         assert self.gate.wait(TIMEOUT_S)
-        if ref.adapter_id == "missing":
+        if ref.adapter_id.startswith("missing"):
             raise AdapterNotFoundError("no such adapter")
         yield ref.adapter_id
 
@@ -232,7 +234,9 @@ def loader_parts():
         finished.release()
 
     clock = Clock()
-    loader = AdapterLoader(store, read_fake, host, CacheStats(), 4, on_done, failure_ttl_s=3.0, clock=clock)
+    loader = AdapterLoader(
+        store, read_fake, host, CacheStats(), 4, on_done, max_pending=MAX_PENDING, failure_ttl_s=3.0, clock=clock
+    )
     yield loader, store, host, done, finished, clock
     store.gate.set()
     loader.shutdown()
@@ -268,6 +272,41 @@ def test_a_failed_load_is_remembered_briefly_then_retried(loader_parts, adapter_
     assert loader.request(ref) is None  # a new attempt
     assert finished.acquire(timeout=TIMEOUT_S)
     assert store.checkouts[(adapter_id, 0)] == 2 and (adapter_id, 0) not in host
+
+
+def test_pending_loads_are_bounded_and_the_excess_is_refused_at_once(loader_parts):
+    """Thousands of unknown ids must not queue thousands of store lookups."""
+    loader, store, host, done, finished, _ = loader_parts
+    refs = [AdapterRef(f"id-{n}") for n in range(50)]
+    results = [loader.request(ref) for ref in refs]  # the store is gated: nothing finishes meanwhile
+    assert results[:MAX_PENDING] == [None] * MAX_PENDING and loader.num_loading == MAX_PENDING
+    assert all(isinstance(r, AdapterUnavailableError) for r in results[MAX_PENDING:])
+    assert loader.request(refs[0]) is None  # joining a pending load is always fine
+    store.gate.set()
+    for _ in range(MAX_PENDING):
+        assert finished.acquire(timeout=TIMEOUT_S)
+    assert loader.num_remembered_failures == 0  # a refusal for load is not a failure to remember
+    assert loader.request(refs[-1]) is None  # room again
+    assert finished.acquire(timeout=TIMEOUT_S) and ("id-49", 0) in host
+
+
+def test_remembered_failures_expire_and_are_capped(loader_parts, monkeypatch):
+    loader, store, _, _, finished, clock = loader_parts
+    monkeypatch.setattr(adapter_loader, "MAX_REMEMBERED_FAILURES", 4)
+    store.gate.set()
+
+    def fail(adapter_id: str) -> None:
+        assert loader.request(AdapterRef(adapter_id)) is None
+        assert finished.acquire(timeout=TIMEOUT_S)
+
+    for n in range(10):  # all within the ttl: only the newest 4 are kept
+        fail(f"missing-{n}")
+    assert loader.num_remembered_failures == 4
+    assert isinstance(loader.request(AdapterRef("missing-9")), AdapterNotFoundError)
+    fail("missing-0")  # the oldest was forgotten: tried again
+    clock.now += 3.1
+    fail("missing-x")  # remembering one more forgets every expired one
+    assert loader.num_remembered_failures == 1
 
 
 def test_wait_blocks_until_the_shared_load_ends(loader_parts):

@@ -42,8 +42,11 @@ def expected(tiny_model_dir, versions):
 
 
 @pytest.fixture
-def engine(tiny_model_dir, adapter_root):
-    return Engine(EngineConfig(str(tiny_model_dir), str(adapter_root), max_batch_size=4, max_step_tokens=64))
+def engine(tiny_model_dir, adapter_root, versions):
+    config = EngineConfig(
+        str(tiny_model_dir), str(adapter_root), max_batch_size=4, max_step_tokens=64, adapter_uri_roots=(str(versions),)
+    )
+    return Engine(config)
 
 
 def v2_ref(versions, **kw) -> AdapterRef:
@@ -105,10 +108,12 @@ def test_retired_adapters_are_not_found_and_can_come_back(engine, versions, expe
     ("ref_options", "code"),
     [
         ({"checksum": "0" * 64}, EngineErrorCode.ADAPTER_CHECKSUM_MISMATCH),
-        ({"uri": "file:///nonexistent/adapter"}, EngineErrorCode.ADAPTER_NOT_FOUND),
+        ({"uri": "nonexistent"}, EngineErrorCode.ADAPTER_NOT_FOUND),  # a missing directory inside an allowed root
     ],
 )
 def test_a_bad_registration_fails_its_requests_others_keep_serving(engine, versions, ref_options, code):
+    if "uri" in ref_options:
+        ref_options = {"uri": (versions / ref_options["uri"]).as_uri()}
     engine.register_adapter(AdapterRef(**{**v2_ref(versions).__dict__, **ref_options}))
     outcomes = run_all(engine, [request("bad", SHORT), request("other", SHORT, "r8-qv")])
     assert outcomes["bad"].final.error_code is code

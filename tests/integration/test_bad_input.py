@@ -79,7 +79,7 @@ async def _collect(kafka, topic: str, done, timeout_s: float) -> list[bytes]:
 @pytest.mark.parametrize(("scale", "num_good"), [(1, 50), (5, 100)], ids=["200bad-50good", "1000bad-100good"])
 async def test_malformed_interleaved_with_good(serving, scale, num_good):
     kafka, topics, service = serving
-    reply_topic = f"{topics.prefix}.test-replies-{uuid.uuid4().hex[:8]}"
+    reply_topic = f"{topics.prefix}.replies.test-{uuid.uuid4().hex[:8]}"
     await ensure_topics(kafka, [TopicSpec(reply_topic, partitions=1)])
     rng = random.Random(1234)
     bad = _malformed(rng, reply_topic, scale)

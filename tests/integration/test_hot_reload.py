@@ -23,13 +23,14 @@ MAX_NEW = 10
 
 
 @pytest.fixture(scope="module")
-def version_two(tiny_model, tmp_path_factory) -> Path:
-    """acme/sentiment retrained: same shape, other weights, in a directory of its own."""
+def version_two(tiny_model) -> Path:
+    """acme/sentiment retrained: same shape, other weights, in a directory of its own under the adapter
+    root (registry uris must stay inside the configured roots)."""
     from gpu_engine.tiny import build_tiny_adapter
 
-    model_dir, _ = tiny_model
+    model_dir, adapter_root = tiny_model
     spec = {**ADAPTER_SPECS[ADAPTER], "seed": 99}
-    return build_tiny_adapter(model_dir, tmp_path_factory.mktemp("v2") / ADAPTER, **spec)
+    return build_tiny_adapter(model_dir, adapter_root / "hot-reload-v2" / ADAPTER, **spec)
 
 
 async def _publish(kafka, topics, event: AdapterEvent | None, key: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from schemas import DeadLetter, decode
+from streamer import KafkaConfig, make_consumer
 from tests.integration.conftest import tiny_model  # noqa: F401  (re-exported fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +67,40 @@ def serve_process(kafka_bootstrap, topic_prefix, tiny_model, tmp_path):
     yield start
     for process in started:
         process.close()
+
+
+@contextlib.contextmanager
+def train_worker_process(args: list[str], log_path: Path):
+    """`python -m consumers.cli train-worker …` in its own process group; killed at the end."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "--log-level", "WARNING", "train-worker", *args],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+async def dead_letters(kafka: KafkaConfig, topic: str, count: int) -> list[DeadLetter]:
+    consumer = make_consumer(kafka, topic)
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(letters) < count:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    letters.extend(decode(r.value, DeadLetter) for r in records)
+    finally:
+        await consumer.stop()
+    return letters
 
 
 _COUNTS: list[str] = []

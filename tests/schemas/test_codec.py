@@ -32,7 +32,7 @@ def test_round_trip_every_event():
         schemas.Error(request_id="r", attempt=0, seq=0, code=ErrorCode.EXPIRED, message="late"),
         schemas.TrainingRequest(job_id="j1", adapter_id="a", dataset=schemas.DatasetRef(uri="/d.jsonl")),
         schemas.TrainingEvent(job_id="j1", state=schemas.JobState.PROGRESS, ts_ms=1, step=3, loss=0.5),
-        schemas.AdapterEvent(adapter_id="a", version=2, uri="file:///x", checksum="ab"),
+        schemas.AdapterEvent(adapter_id="a", version=2, uri="file:///x", checksum="ab" * 32),
         schemas.DeadLetter(
             source_topic="t", partition=0, offset=5, code=ErrorCode.MALFORMED, reason="r", original=b"\xff"
         ),

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gpu_engine.cache_stats import CacheStats
+from gpu_engine.config import EngineConfig
 from gpu_engine.model_spec import ModelSpec
-from gpu_engine.store import DiskCache, S3Fetcher, S3Store
+from gpu_engine.store import AdapterBounds, DiskCache, S3Fetcher, S3Store
 from gpu_engine.tiny import build_tiny_adapter, build_tiny_model
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -19,6 +20,14 @@ TINY_SPEC = ModelSpec(
     arch="llama", num_layers=2, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
     vocab_size=512, max_position_embeddings=1024, sliding_windows=(None, None), eos_token_ids=(2,),
 )
+
+
+def bounds(root: str | Path | None, *uri_roots: str | Path, **caps: int) -> AdapterBounds:
+    """The bounds an engine configured with this root, these uri roots and byte caps would use."""
+    config = EngineConfig(
+        "/m", None if root is None else str(root), adapter_uri_roots=tuple(str(r) for r in uri_roots), **caps
+    )
+    return AdapterBounds.from_config(config)
 
 
 @pytest.fixture
@@ -36,9 +45,11 @@ def upload(s3_client, bucket: str, prefix: str, adapter_dir: Path, names=ADAPTER
 
 @pytest.fixture
 def s3_store(s3_endpoint, bucket, tmp_path) -> S3Store:
-    """An S3Store rooted at s3://<bucket>/adapters with an unlimited disk tier under tmp_path."""
+    """An S3Store rooted at s3://<bucket>/adapters, uris allowed anywhere in <bucket> (and in a bucket
+    that does not exist), with an unlimited disk tier under tmp_path."""
     cache = DiskCache(tmp_path / "disk", None, CacheStats())
-    return S3Store(f"s3://{bucket}/adapters", cache, S3Fetcher(s3_endpoint, max_attempts=1))
+    allowed = bounds(f"s3://{bucket}/adapters", f"s3://{bucket}", "s3://no-such-bucket-here")
+    return S3Store(allowed, cache, S3Fetcher(s3_endpoint, max_attempts=1))
 
 
 @pytest.fixture(scope="session")

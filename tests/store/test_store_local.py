@@ -1,4 +1,4 @@
-"""LocalStore and uri parsing: root lookup, file:// override, traversal, checksum."""
+"""LocalStore and uri parsing: root lookup, file:// override within the roots, traversal, checksum."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from gpu_engine.errors import AdapterChecksumError, AdapterMissingFileError, Ada
 from gpu_engine.store import LocalStore, S3Location
 from gpu_engine.store.uri import parse_file_uri, parse_s3_uri
 from gpu_engine.training.adapter_files import adapter_checksum
+from tests.store.conftest import bounds
 
 
 def checkout(store, ref):
@@ -19,11 +20,11 @@ def checkout(store, ref):
 
 
 def test_root_lookup_and_file_uri_override(built_adapters, tmp_path):
-    store = LocalStore(built_adapters)
+    store = LocalStore(bounds(built_adapters, tmp_path))
     assert checkout(store, AdapterRef("r8-qv")) == built_adapters / "r8-qv"
     elsewhere = shutil.copytree(built_adapters / "r4-all", tmp_path / "v3")
     assert checkout(store, AdapterRef("r8-qv", version=3, uri=elsewhere.as_uri())) == elsewhere
-    assert checkout(LocalStore(None), AdapterRef("any", uri=elsewhere.as_uri())) == elsewhere
+    assert checkout(LocalStore(bounds(None, tmp_path)), AdapterRef("any", uri=elsewhere.as_uri())) == elsewhere
 
 
 @pytest.mark.parametrize(
@@ -43,18 +44,18 @@ def test_root_lookup_and_file_uri_override(built_adapters, tmp_path):
 )
 def test_unknown_or_escaping_refs_are_not_found(built_adapters, ref):
     with pytest.raises(AdapterNotFoundError):
-        checkout(LocalStore(built_adapters), ref)
+        checkout(LocalStore(bounds(built_adapters)), ref)
 
 
 def test_no_root_finds_nothing(built_adapters):
     with pytest.raises(AdapterNotFoundError):
-        checkout(LocalStore(None), AdapterRef("r8-qv"))
+        checkout(LocalStore(bounds(None)), AdapterRef("r8-qv"))
 
 
 def test_checksum_is_verified_for_local_files(built_adapters, tmp_path):
     path = shutil.copytree(built_adapters / "r8-qv", tmp_path / "a")
     good = adapter_checksum(path)
-    store = LocalStore(tmp_path)
+    store = LocalStore(bounds(tmp_path))
     assert checkout(store, AdapterRef("a", checksum=good)) == path
     with pytest.raises(AdapterChecksumError):
         checkout(store, AdapterRef("a", checksum="0" * 64))

@@ -21,7 +21,7 @@ from gpu_engine.errors import (
 )
 from gpu_engine.store import DiskCache, LocalStore, S3Fetcher, S3Store, open_store
 from gpu_engine.training.adapter_files import adapter_checksum
-from tests.store.conftest import ADAPTER_FILES, TINY_SPEC, free_port, upload
+from tests.store.conftest import ADAPTER_FILES, TINY_SPEC, bounds, free_port, upload
 
 
 def test_checkout_downloads_into_the_disk_tier_and_reads(s3_client, bucket, s3_store, built_adapters, tmp_path):
@@ -70,7 +70,7 @@ def test_errors(s3_client, bucket, s3_store, built_adapters, uploaded, ref, erro
 
 def test_closed_port_is_unavailable_quickly(tmp_path):
     fetcher = S3Fetcher(f"http://127.0.0.1:{free_port()}", connect_timeout_s=0.5, max_attempts=1)
-    store = S3Store("s3://bucket/adapters", DiskCache(tmp_path, None, CacheStats()), fetcher)
+    store = S3Store(bounds("s3://bucket/adapters"), DiskCache(tmp_path, None, CacheStats()), fetcher)
     started = time.monotonic()
     with pytest.raises(AdapterUnavailableError):
         with store.checkout(AdapterRef("a")):
@@ -79,7 +79,7 @@ def test_closed_port_is_unavailable_quickly(tmp_path):
 
 
 def test_malformed_endpoint_is_unavailable(tmp_path):
-    store = S3Store("s3://bucket/adapters", DiskCache(tmp_path, None, CacheStats()), S3Fetcher("not a url"))
+    store = S3Store(bounds("s3://bucket/adapters"), DiskCache(tmp_path, None, CacheStats()), S3Fetcher("not a url"))
     with pytest.raises(AdapterUnavailableError):
         with store.checkout(AdapterRef("a")):
             pass
@@ -102,7 +102,7 @@ def test_server_error_is_unavailable(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         fetcher = S3Fetcher(f"http://127.0.0.1:{server.server_address[1]}", max_attempts=1)
-        store = S3Store("s3://bucket/adapters", DiskCache(tmp_path, None, CacheStats()), fetcher)
+        store = S3Store(bounds("s3://bucket/adapters"), DiskCache(tmp_path, None, CacheStats()), fetcher)
         with pytest.raises(AdapterUnavailableError, match="503"):
             with store.checkout(AdapterRef("a")):
                 pass
@@ -131,7 +131,10 @@ def test_concurrent_checkouts_of_one_version_download_once(s3_client, bucket, s3
 
 def test_open_store_picks_by_root_and_serves_explicit_uris(s3_endpoint, s3_client, bucket, built_adapters, tmp_path):
     upload(s3_client, bucket, "adapters/a", built_adapters / "r8-qv")
-    common = dict(model_path="/m", s3_endpoint_url=s3_endpoint, disk_cache_dir=str(tmp_path / "disk"))
+    common = dict(
+        model_path="/m", s3_endpoint_url=s3_endpoint, disk_cache_dir=str(tmp_path / "disk"),
+        adapter_uri_roots=(f"s3://{bucket}/adapters", str(built_adapters)),
+    )
     remote = open_store(EngineConfig(adapter_root=f"s3://{bucket}/adapters", **common), CacheStats())
     local = open_store(EngineConfig(adapter_root=str(built_adapters), **common), CacheStats())
     nothing = open_store(EngineConfig(adapter_root=None, **common), CacheStats())

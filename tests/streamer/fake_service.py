@@ -27,22 +27,31 @@ REQUEST_PARTITIONS = 2
 
 
 def answer_records(
-    request_id: str, text: str, *, attempt: int = 0, chunk_chars: int = 4, stream: bool = True
+    request_id: str,
+    text: str,
+    *,
+    attempt: int = 0,
+    chunk_chars: int = 4,
+    stream: bool = True,
+    reply_token: str | None = None,
 ) -> list[ReplyRecord]:
     """`text` as TokenChunks of `chunk_chars` characters (if streaming), then the Final."""
     pieces = [text[i : i + chunk_chars] for i in range(0, len(text), chunk_chars)] if stream else []
     records: list[ReplyRecord] = [
-        TokenChunk(request_id, attempt, seq, piece, [ord(c) for c in piece])
+        TokenChunk(request_id, attempt, seq, piece, [ord(c) for c in piece], reply_token=reply_token)
         for seq, piece in enumerate(pieces)
     ]
-    records.append(Final(request_id, attempt, len(pieces), FinishReason.LENGTH, text))
+    records.append(Final(request_id, attempt, len(pieces), FinishReason.LENGTH, text, reply_token=reply_token))
     return records
 
 
 def echo(request: InferenceRequest) -> list[ReplyRecord]:
     """The default script: answer `echo(<adapter>): <prompt>`."""
     return answer_records(
-        request.request_id, expected_echo(request.prompt, request.adapter_id), stream=request.stream
+        request.request_id,
+        expected_echo(request.prompt, request.adapter_id),
+        stream=request.stream,
+        reply_token=request.reply_token,
     )
 
 

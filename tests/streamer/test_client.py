@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from schemas import (
@@ -88,9 +89,9 @@ async def test_fifty_concurrent_streams(kafka_config: KafkaConfig, topic_names: 
 
 def replayed_with_retry(request: InferenceRequest) -> list[ReplyRecord]:
     """Duplicates, a consumer restart (attempt 1 re-serves from the start), late old records."""
-    rid = request.request_id
-    first = answer_records(rid, "Hello world", chunk_chars=3)  # Hel|lo |wor|ld|Final
-    retry = answer_records(rid, "Hello world", attempt=1, chunk_chars=5)  # Hello| worl|d|Final
+    rid, token = request.request_id, request.reply_token
+    first = answer_records(rid, "Hello world", chunk_chars=3, reply_token=token)  # Hel|lo |wor|ld|Final
+    retry = answer_records(rid, "Hello world", attempt=1, chunk_chars=5, reply_token=token)  # Hello| worl|d|Final
     return [first[0], first[0], first[1], retry[0], first[2], retry[1], retry[1], retry[2],
             first[3], retry[3], retry[3], first[4]]  # fmt: skip
 
@@ -114,7 +115,12 @@ async def test_error_record_raises_request_failed(
     kafka_config: KafkaConfig, topic_names: TopicNames
 ) -> None:
     def refuse(request: InferenceRequest) -> list[ReplyRecord]:
-        return [Error(request.request_id, 0, 0, ErrorCode.ADAPTER_NOT_FOUND, "no such adapter")]
+        return [
+            Error(
+                request.request_id, 0, 0, ErrorCode.ADAPTER_NOT_FOUND, "no such adapter",
+                reply_token=request.reply_token,
+            )
+        ]  # fmt: skip
 
     async with (
         FakeService(kafka_config, topic_names, script=refuse),
@@ -124,6 +130,51 @@ async def test_error_record_raises_request_failed(
             await client.generate("x", "missing/adapter")
     assert failed.value.code is ErrorCode.ADAPTER_NOT_FOUND
     assert failed.value.message == "no such adapter"
+
+
+def forged_first(request: InferenceRequest) -> list[ReplyRecord]:
+    """Records of a writer who knows the request_id and reply address but not the reply_token,
+    with an attempt that outranks the real answer's, sent before it."""
+    rid, token = request.request_id, request.reply_token
+    forged = [
+        Error(rid, 1000, 0, ErrorCode.INTERNAL, "forged, no token"),
+        Error(rid, 1000, 0, ErrorCode.INTERNAL, "forged, a guessed token", reply_token="g" * 22),
+        TokenChunk(rid, 1000, 0, "forged text", reply_token="f" * 22),
+    ]
+    return [*forged, *answer_records(rid, expected_echo(request.prompt), reply_token=token)]
+
+
+async def test_forged_answers_with_a_higher_attempt_are_dropped(
+    kafka_config: KafkaConfig, topic_names: TopicNames
+) -> None:
+    async with (
+        FakeService(kafka_config, topic_names, script=forged_first),
+        LoraClient(config=kafka_config, topics=topic_names) as client,
+    ):
+        texts, final = await collect(client, "victim")
+        streamed = await client.generate("victim too")
+        assert client.num_forged_records == 6
+    assert "".join(texts) == final.text == expected_echo("victim") and final.attempt == 0
+    assert streamed.text == expected_echo("victim too")
+
+
+async def test_every_request_carries_its_own_reply_token(
+    kafka_config: KafkaConfig, topic_names: TopicNames
+) -> None:
+    async with (
+        FakeService(kafka_config, topic_names) as service,
+        LoraClient(config=kafka_config, topics=topic_names) as client,
+    ):
+        built = client.build_request("mine")
+        own = msgspec.structs.replace(built, request_id="own-token", reply_token="caller-chosen-token-0")
+        bare = msgspec.structs.replace(built, request_id="no-token", reply_token=None)
+        await client.generate("a")
+        await client.generate("b")
+        assert (await client.stream_request(own).final()).text == expected_echo("mine")
+        assert (await client.stream_request(bare).final()).text == expected_echo("mine")
+        tokens = [service.requests.get_nowait()[1].reply_token for _ in range(4)]
+    assert len(set(tokens)) == 4 and all(t and len(t) >= 16 for t in tokens)
+    assert tokens[2] == "caller-chosen-token-0"
 
 
 async def test_no_answer_times_out_and_cancels(
@@ -141,7 +192,7 @@ async def test_no_answer_times_out_and_cancels(
 
 
 def first_chunk_only(request: InferenceRequest) -> list[ReplyRecord]:
-    return answer_records(request.request_id, "and so on and on")[:1]
+    return answer_records(request.request_id, "and so on and on", reply_token=request.reply_token)[:1]
 
 
 async def test_leaving_a_stream_early_publishes_a_cancel(
@@ -244,7 +295,9 @@ def run_on_uvloop(cfg: KafkaConfig, names: TopicNames) -> tuple[list[Final], str
 
 
 def first_chunk_or_echo(request: InferenceRequest) -> list[ReplyRecord]:
-    records = answer_records(request.request_id, expected_echo(request.prompt), stream=True)
+    records = answer_records(
+        request.request_id, expected_echo(request.prompt), stream=True, reply_token=request.reply_token
+    )
     return records[:1] if request.prompt == "hang" else records[-1:]
 
 

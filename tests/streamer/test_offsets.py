@@ -27,7 +27,8 @@ CASES = {
         [("track", 10), ("track", 14), ("done", 10)],
         14,
     ),
-    "skipped record is done without tracking": ([("track", 3), ("done", 3), ("done", 4)], 5),
+    "done of an offset never tracked moves nothing": ([("track", 3), ("done", 3), ("done", 4)], 4),
+    "late done past the open ones moves nothing": ([("track", 5), ("done", 12)], 5),
     "invalid record done at once, good one open": ([("track", 7), ("done", 6)], 7),
     "redelivered offset tracked twice": ([("track", 2), ("track", 2), ("done", 2)], 3),
     "done of an untracked lower offset": ([("track", 9), ("done", 9), ("done", 1)], 10),
@@ -86,3 +87,19 @@ def test_num_open_counts_unanswered() -> None:
     tracker.done("a", 3)
     assert tracker.num_open("a") == 4
     assert tracker.num_open() == 4
+
+
+def test_revoked_and_handed_back_never_commits_past_an_unanswered_offset() -> None:
+    """The interleaving from issue 20: answers from before a rebalance are acknowledged late."""
+    tracker: OffsetTracker[str] = OffsetTracker()
+    for offset in (5, 6, 7):  # first assignment: three requests in flight
+        tracker.track("a", offset)
+    tracker.forget("a")  # revoked…
+    tracker.track("a", 5)  # …handed back; the refetch has reached only offset 5 so far
+    tracker.done("a", 7)  # the old answer for 7 is acknowledged now (6 is still in flight)
+    tracker.done("a", 5)  # 5 is answered in the new assignment
+    assert tracker.committable() == {"a": 6}  # never 8: offset 6 was never answered
+    tracker.track("a", 6)
+    tracker.track("a", 7)
+    tracker.done("a", 6)
+    assert tracker.committable() == {"a": 7}

@@ -130,18 +130,21 @@ def test_token_ids_are_trimmed_like_text() -> None:
     assert (dedup.num_chars_delivered, dedup.num_tokens_delivered) == (3, 3)
 
 
+TOKEN_A, TOKEN_B = "token-of-a-0123456789", "token-of-b-0123456789"
+
+
 def test_demux_routes_by_request_id_and_ignores_unknown() -> None:
     demux = ReplyDemux()
     got: dict[str, list[object]] = {"a": [], "b": []}
-    demux.register("a", got["a"].append)
-    demux.register("b", got["b"].append)
+    demux.register("a", TOKEN_A, got["a"].append)
+    demux.register("b", TOKEN_B, got["b"].append)
     records = [
-        TokenChunk("a", 0, 0, "x"),
-        TokenChunk("b", 0, 0, "y"),
-        TokenChunk("zzz", 0, 0, "?"),  # another client's request on a shared partition
-        TokenChunk("a", 0, 0, "x"),  # duplicate
-        Final("a", 0, 1, FinishReason.EOS, "x"),
-        Final("a", 0, 1, FinishReason.EOS, "x"),  # after the final: unknown again
+        TokenChunk("a", 0, 0, "x", reply_token=TOKEN_A),
+        TokenChunk("b", 0, 0, "y", reply_token=TOKEN_B),
+        TokenChunk("zzz", 0, 0, "?", reply_token=TOKEN_A),  # another client's request on a shared partition
+        TokenChunk("a", 0, 0, "x", reply_token=TOKEN_A),  # duplicate
+        Final("a", 0, 1, FinishReason.EOS, "x", reply_token=TOKEN_A),
+        Final("a", 0, 1, FinishReason.EOS, "x", reply_token=TOKEN_A),  # after the final: unknown again
     ]
     results = [demux.dispatch(r) for r in records]
     assert results == [True, True, False, False, True, False]
@@ -149,14 +152,45 @@ def test_demux_routes_by_request_id_and_ignores_unknown() -> None:
     assert isinstance(got["a"][-1], Final)
     assert [r.text for r in got["b"]] == ["y"]
     assert "a" not in demux and "b" in demux and len(demux) == 1
-    assert (demux.num_ignored, demux.num_dropped) == (2, 1)
+    assert (demux.num_ignored, demux.num_dropped, demux.num_forged) == (2, 1, 0)
 
 
 def test_demux_refuses_a_second_waiter_and_unregisters() -> None:
     demux = ReplyDemux()
-    demux.register("a", lambda record: None)
+    demux.register("a", TOKEN_A, lambda record: None)
     with pytest.raises(ValueError):
-        demux.register("a", lambda record: None)
+        demux.register("a", TOKEN_A, lambda record: None)
+    with pytest.raises(ValueError):
+        demux.register("b", "", lambda record: None)
     assert demux.unregister("a") is True
     assert demux.unregister("a") is False
-    assert demux.dispatch(TokenChunk("a", 0, 0, "late")) is False
+    assert demux.dispatch(TokenChunk("a", 0, 0, "late", reply_token=TOKEN_A)) is False
+
+
+FORGED = {
+    "no token": None,
+    "another request's token": TOKEN_B,
+    "the token with a different case": TOKEN_A.upper(),
+}
+
+
+@pytest.mark.parametrize("forged_token", FORGED.values(), ids=FORGED.keys())
+def test_a_forged_answer_with_a_higher_attempt_never_outranks_the_real_one(forged_token) -> None:
+    """A writer who knows the request_id but not its reply_token sends attempt 1000 first."""
+    demux = ReplyDemux()
+    got: list[object] = []
+    demux.register(RID, TOKEN_A, got.append)
+    forged = [
+        Error(RID, 1000, 0, ErrorCode.INTERNAL, "forged", reply_token=forged_token),
+        TokenChunk(RID, 1000, 0, "forged text", reply_token=forged_token),
+        Final(RID, 1000, 1, FinishReason.EOS, "forged text", reply_token=forged_token),
+    ]
+    real = [
+        TokenChunk(RID, 0, 0, "real", reply_token=TOKEN_A),
+        Final(RID, 0, 1, FinishReason.EOS, "real", reply_token=TOKEN_A),
+    ]
+    delivered = [demux.dispatch(record) for record in [*forged, *real]]
+    assert delivered == [False, False, False, True, True]
+    assert [type(r).__name__ for r in got] == ["TokenChunk", "Final"]
+    assert got[-1].text == "real" and got[-1].attempt == 0
+    assert (demux.num_forged, demux.num_dropped, len(demux)) == (3, 0, 0)

@@ -53,3 +53,21 @@ def test_help_exits_cleanly() -> None:
         with pytest.raises(SystemExit) as caught:
             parser().parse_args([command, "--help"])
         assert caught.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "flags, env, expected",
+    [
+        ([], None, ()),
+        (["--dataset-root", "/srv/a", "--dataset-root", "s3://b/p/"], "/ignored", ("/srv/a", "s3://b/p/")),
+        ([], "/srv/a, s3://b/p/ ,", ("/srv/a", "s3://b/p/")),
+        (["--dataset-root", "rel"], None, ("{cwd}/rel",)),
+    ],
+)
+def test_dataset_roots_come_from_flags_or_the_environment(flags, env, expected) -> None:
+    import os
+
+    from consumers.train_commands import dataset_roots
+
+    args = parser().parse_args(["train-worker", "--model", "m", "--adapters", "a", *flags])
+    assert dataset_roots(args.dataset_roots, env) == tuple(r.format(cwd=os.getcwd()) for r in expected)

@@ -12,7 +12,8 @@ from consumers.training_jobs import AdapterPublishError, TrainWorkerConfig
 from consumers.training_worker import TrainingWorker
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
-from gpu_engine.store import DiskCache, S3Fetcher, S3Store
+from gpu_engine.config import EngineConfig
+from gpu_engine.store import AdapterBounds, DiskCache, S3Fetcher, S3Store
 from gpu_engine.training.adapter_files import adapter_checksum
 from gpu_engine.training.adapter_store import InstalledAdapter
 from streamer import KafkaConfig, TopicNames
@@ -47,7 +48,8 @@ def test_a_published_adapter_is_uploaded_per_version_and_served_back(
     worker = _worker(tmp_path, publish_uri=f"s3://{bucket}/adapters", s3_endpoint_url=s3_endpoint)
     uri = worker._publish_files("acme/sql", installed_adapter)
     assert uri == f"s3://{bucket}/adapters/acme/sql/v3"
-    store = S3Store(None, DiskCache(tmp_path / "disk", None, CacheStats()), S3Fetcher(s3_endpoint))
+    bounds = AdapterBounds.from_config(EngineConfig("/m", adapter_uri_roots=(f"s3://{bucket}/adapters",)))
+    store = S3Store(bounds, DiskCache(tmp_path / "disk", None, CacheStats()), S3Fetcher(s3_endpoint))
     ref = AdapterRef("acme/sql", version=3, uri=uri, checksum=installed_adapter.checksum)
     with store.checkout(ref) as path:
         assert adapter_checksum(path) == installed_adapter.checksum

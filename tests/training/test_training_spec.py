@@ -41,6 +41,8 @@ def test_defaults_are_lora_land() -> None:
         (dict(checkpoint_every_steps=0), "checkpoint_every_steps"),
         (dict(prompt_field="text", completion_field="text"), "must differ"),
         (dict(dataset_path=""), "dataset_path"),
+        (dict(max_dataset_bytes=0), "max_dataset_bytes"),
+        (dict(max_dataset_rows=0), "max_dataset_rows"),
     ],
 )
 def test_invalid_specs_raise_value_error(change: dict, message: str) -> None:
@@ -61,7 +63,9 @@ def test_unknown_fields_are_refused() -> None:
 
 def test_fingerprint_ignores_where_and_how_often_but_not_what() -> None:
     spec = TrainJobSpec(**BASE)
-    elsewhere = dataclasses.replace(spec, output_dir="/x", checkpoint_dir="/y", progress_interval_s=9.0)
+    elsewhere = dataclasses.replace(
+        spec, output_dir="/x", checkpoint_dir="/y", progress_interval_s=9.0, max_dataset_bytes=9, max_dataset_rows=9
+    )
     assert elsewhere.fingerprint() == spec.fingerprint()
     assert dataclasses.replace(spec, seed=1).fingerprint() != spec.fingerprint()
 
