@@ -30,11 +30,18 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("LORASTREAM_TOPIC_PREFIX", "lorastream"),
         help="prefix of every topic name (env LORASTREAM_TOPIC_PREFIX; default %(default)s)",
     )
-    group.add_argument("--security-protocol", default=None, help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
-    group.add_argument("--sasl-mechanism", default=None, help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
-    group.add_argument("--sasl-username", default=None)
+    env = os.environ.get
+    group.add_argument(
+        "--security-protocol", default=env("LORASTREAM_SECURITY_PROTOCOL"),
+        help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (env LORASTREAM_SECURITY_PROTOCOL)",
+    )
+    group.add_argument(
+        "--sasl-mechanism", default=env("LORASTREAM_SASL_MECHANISM"),
+        help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (env LORASTREAM_SASL_MECHANISM)",
+    )
+    group.add_argument("--sasl-username", default=env("LORASTREAM_SASL_USERNAME"), help="(env LORASTREAM_SASL_USERNAME)")
     group.add_argument("--sasl-password", default=None, help="(or env LORASTREAM_SASL_PASSWORD)")
-    group.add_argument("--ssl-cafile", default=None)
+    group.add_argument("--ssl-cafile", default=env("LORASTREAM_SSL_CAFILE"), help="(env LORASTREAM_SSL_CAFILE)")
     group.add_argument(
         "--fetch-max-wait-ms",
         type=int,

@@ -42,3 +42,21 @@ def test_fetch_max_wait_reaches_the_kafka_config(monkeypatch):
     assert kafka_config(args).fetch_max_wait_ms == 500
     monkeypatch.setenv("LORASTREAM_FETCH_MAX_WAIT_MS", "250")
     assert kafka_config(build_parser().parse_args(["send", "hi"])).fetch_max_wait_ms == 250
+
+
+def test_kafka_security_settings_default_from_the_environment(monkeypatch):
+    from consumers.cli import build_parser
+    from consumers.commands import kafka_config
+
+    for name, value in {
+        "LORASTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "LORASTREAM_SASL_MECHANISM": "SCRAM-SHA-256",
+        "LORASTREAM_SASL_USERNAME": "alice",
+        "LORASTREAM_SASL_PASSWORD": "secret",
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = kafka_config(build_parser().parse_args(["tail"]))
+    assert (config.security_protocol, config.sasl_mechanism, config.sasl_plain_username) == (
+        "SASL_PLAINTEXT", "SCRAM-SHA-256", "alice",
+    )
+    assert config.sasl_plain_password == "secret"
