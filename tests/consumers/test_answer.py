@@ -70,3 +70,15 @@ def test_epoch_metadata(metadata, epoch):
 def test_serve_config_rejects(kwargs):
     with pytest.raises(ValueError):
         ServeConfig(**kwargs)
+
+
+def test_every_answer_record_echoes_the_reply_token_and_errors_are_clipped():
+    from schemas.limits import MAX_MESSAGE_CHARS
+
+    token = "t0k3n-abcdefghijklmnop"
+    request = InferenceRequest(request_id="r1", prompt="p", reply_token=token)
+    answer = Answer(request, b"raw", "t", 0, 5, 0)
+    answer.add("x", (1,))
+    records = [answer.take_chunk(), answer.final(FinishReason.EOS), answer.error(ErrorCode.INTERNAL, "m" * 10_000)]
+    assert [r.reply_token for r in records] == [token] * 3
+    assert len(records[-1].message) <= MAX_MESSAGE_CHARS
