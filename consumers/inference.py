@@ -439,10 +439,7 @@ def _generation_request(request: InferenceRequest) -> GenerationRequest:
 
 
 def _service_topics(topics: TopicNames) -> list[str]:
-    return [
-        topics.requests, topics.requests_dlq, topics.results, topics.control, topics.adapters,
-        topics.training_requests, topics.training_events, f"{topics.training_requests}.dlq",
-    ]
+    return [spec.name for spec in default_topic_specs(topics)]
 
 
 async def _describe_one(admin, topic: str) -> dict:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from gpu_engine.errors import AdapterNotFoundError
+from gpu_engine.store.uri import parse_s3_uri
 from gpu_engine.training.errors import (
     DatasetNotFoundError,
     DatasetRefusedError,
@@ -39,7 +40,6 @@ _PSEUDO_FILESYSTEMS = frozenset(
         "cgroup", "cgroup2", "devtmpfs", "devpts", "mqueue", "binfmt_misc", "fusectl", "nsfs", "rpc_pipefs",
     }
 )
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _S3_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 _S3_DENIED = {"AccessDenied", "403", "Forbidden"}
 
@@ -179,14 +179,12 @@ def _pseudo_filesystem_devices() -> frozenset[int]:
 
 
 def _split_s3(uri: str, error: type[Exception]) -> tuple[str, str]:
-    """(bucket, key or key prefix without slashes at either end) of an s3:// uri."""
-    parts = urlsplit(uri)
-    key = parts.path.strip("/")
-    if parts.scheme != "s3" or not _BUCKET.match(parts.netloc) or parts.query or parts.fragment:
-        raise error(f"{uri!r} is not an s3://bucket/key uri")
-    if key and any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise error(f"{uri!r}: empty, '.' or '..' path segments are refused")
-    return parts.netloc, key
+    """(bucket, key or key prefix without slashes at either end) of an s3:// uri; the store's parser."""
+    try:
+        location = parse_s3_uri(uri)
+    except AdapterNotFoundError as exc:
+        raise error(str(exc)) from None
+    return location.bucket, location.prefix
 
 
 def _read_s3(uri: str, prefixes: Sequence[str], max_bytes: int, endpoint_url: str | None) -> bytes:
