@@ -315,7 +315,7 @@ class TrainingWorker:
             return Path(adapter.path).as_uri()
         from gpu_engine.errors import EngineError
         from gpu_engine.store import S3Fetcher
-        from gpu_engine.store.uri import parse_s3_uri
+        from gpu_engine.uris import parse_s3_uri
 
         try:
             location = parse_s3_uri(self.config.publish_uri).child(adapter_id).child(f"v{adapter.version}")

@@ -12,7 +12,7 @@ class AdapterRef:
     """One version of one adapter, as the registry announced it (or as found in the store).
 
     `uri` is `file:///abs/dir`, `s3://bucket/key/prefix`, or None: look `adapter_id` up in the
-    configured store. `checksum` is gpu_engine.training.adapter_files.adapter_checksum's hex
+    configured store. `checksum` is gpu_engine.adapter_files.adapter_checksum's hex
     digest of the files; "" means not checked. Version 0 means "no registry entry".
     Raises ValueError for an empty id or a version outside [0, MAX_ADAPTER_VERSION].
     """

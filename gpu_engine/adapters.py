@@ -27,7 +27,7 @@ from gpu_engine.errors import (
     AdapterUnsupportedError,
 )
 from gpu_engine.model_spec import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelSpec
-from gpu_engine.training.adapter_files import current_version_dir, is_reserved_segment
+from gpu_engine.adapter_files import current_version_dir, is_reserved_segment
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

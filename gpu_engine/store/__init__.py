@@ -17,7 +17,7 @@ from gpu_engine.store.disk_cache import DiskCache
 from gpu_engine.store.local import LocalStore
 from gpu_engine.store.protocol import AdapterStore
 from gpu_engine.store.s3 import S3Fetcher, S3Store
-from gpu_engine.store.uri import S3Location
+from gpu_engine.uris import S3Location
 
 __all__ = [
     "AdapterBounds", "AdapterPathRefusedError", "AdapterStore", "AdapterTooLargeError", "DiskCache", "LocalStore",

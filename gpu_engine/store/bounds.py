@@ -21,8 +21,8 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapters import CONFIG_FILE, check_adapter_id
 from gpu_engine.config import EngineConfig
 from gpu_engine.errors import AdapterInvalidError, AdapterNotFoundError
-from gpu_engine.store.uri import S3Location, is_s3_uri, parse_file_uri, parse_s3_uri
-from gpu_engine.training.adapter_files import ADAPTER_FILES, current_version_dir
+from gpu_engine.uris import S3Location, is_s3_uri, parse_file_uri, parse_s3_uri
+from gpu_engine.adapter_files import ADAPTER_FILES, current_version_dir
 from gpu_engine.types import EngineErrorCode
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.errors import AdapterChecksumError, AdapterUnavailableError, EngineError
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.adapter_files import adapter_checksum
 
 ENTRY_FILE = "entry.json"
 TIER = "disk"

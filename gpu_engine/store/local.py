@@ -10,8 +10,8 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.errors import AdapterChecksumError, AdapterMissingFileError, AdapterNotFoundError
 from gpu_engine.store.bounds import AdapterBounds
 from gpu_engine.store.protocol import AdapterStore
-from gpu_engine.store.uri import S3Location
-from gpu_engine.training.adapter_files import ADAPTER_FILES, adapter_checksum
+from gpu_engine.uris import S3Location
+from gpu_engine.adapter_files import ADAPTER_FILES, adapter_checksum
 
 
 def verify_checksum(path: Path, ref: AdapterRef) -> None:

@@ -20,7 +20,7 @@ from gpu_engine.errors import AdapterMissingFileError, AdapterNotFoundError, Ada
 from gpu_engine.store.bounds import AdapterBounds, AdapterTooLargeError
 from gpu_engine.store.disk_cache import DiskCache
 from gpu_engine.store.local import checkout_local
-from gpu_engine.store.uri import S3Location
+from gpu_engine.uris import S3Location
 
 _NOT_FOUND_CODES = {"NoSuchKey", "NoSuchBucket", "NotFound", "404"}
 _COPY_CHUNK_BYTES = 1 << 20

@@ -6,7 +6,7 @@ job-process handle are light, so a Kafka consumer can use them. The loop itself 
 runs one job in its own process (see docs/training.md).
 """
 
-from gpu_engine.training.adapter_files import ADAPTER_FILES, adapter_checksum, is_adapter_dir
+from gpu_engine.adapter_files import ADAPTER_FILES, adapter_checksum, is_adapter_dir
 from gpu_engine.training.dataset import Row, load_rows, split_rows
 from gpu_engine.training.errors import (
     BaseNotFoundError,

@@ -1,6 +1,6 @@
 """Installing a trained adapter into the adapter root: each version in its own directory, switched atomically.
 
-Layout (gpu_engine.training.adapter_files): `<root>/<adapter_id>/.lorastream/v<N>/` holds version N
+Layout (gpu_engine.adapter_files): `<root>/<adapter_id>/.lorastream/v<N>/` holds version N
 (the two files and a marker, `lorastream_training.json`: job_id, version, checksum, so that a
 redelivered job recognises its own output and the next version numbers itself); the symlink
 `.lorastream/current` names the version served, and is replaced with one rename. The files are
@@ -20,7 +20,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gpu_engine.training.adapter_files import (
+from gpu_engine.adapter_files import (
     ADAPTER_FILES,
     CURRENT_LINK,
     VERSIONS_DIR,

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from gpu_engine.errors import AdapterNotFoundError
-from gpu_engine.store.uri import parse_s3_uri
+from gpu_engine.uris import parse_s3_uri
 from gpu_engine.training.errors import (
     DatasetNotFoundError,
     DatasetRefusedError,

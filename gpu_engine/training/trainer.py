@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from gpu_engine.training.adapter_files import adapter_checksum, is_adapter_dir
+from gpu_engine.adapter_files import adapter_checksum, is_adapter_dir
 from gpu_engine.training.batching import BatchPlan
 from gpu_engine.training.checkpoint import capture_rng, latest_checkpoint, restore_checkpoint, save_checkpoint
 from gpu_engine.training.dataset import load_rows, split_rows

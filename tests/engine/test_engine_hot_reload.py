@@ -12,7 +12,7 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
 from gpu_engine.tiny import build_tiny_adapter
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.adapter_files import adapter_checksum
 from gpu_engine.types import EngineErrorCode, FinishReason, GenerationRequest, SamplingParams
 from tests.engine.engine_helpers import ALL_PROJECTIONS, Outcome, peft_greedy, peft_model, run_all
 

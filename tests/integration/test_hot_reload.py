@@ -60,7 +60,7 @@ async def _greedy(client: LoraClient, **kwargs) -> list[int]:
 
 
 async def test_a_new_version_is_served_without_restart(serving, tiny_model, version_two):
-    from gpu_engine.training.adapter_files import adapter_checksum
+    from gpu_engine.adapter_files import adapter_checksum
 
     kafka, topics, service = serving
     model_dir, adapter_root = tiny_model

@@ -16,7 +16,7 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.errors import AdapterMissingFileError, AdapterNotFoundError
 from gpu_engine.store import AdapterPathRefusedError, AdapterTooLargeError, DiskCache, LocalStore, S3Fetcher, S3Store
-from gpu_engine.store.uri import S3Location
+from gpu_engine.uris import S3Location
 from gpu_engine.types import EngineErrorCode
 from tests.store.conftest import ADAPTER_FILES, bounds, upload
 

@@ -10,7 +10,7 @@ import pytest
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.errors import AdapterChecksumError, AdapterNotFoundError, AdapterUnavailableError
 from gpu_engine.store import DiskCache
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.adapter_files import adapter_checksum
 
 UNIT_BYTES = 10_000  # one unit of weights; an entry also holds a 2-byte config and ~120 bytes of entry.json
 BUDGET_BYTES = 35_000  # three one-unit entries fit, four do not

@@ -9,8 +9,8 @@ import pytest
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.errors import AdapterChecksumError, AdapterMissingFileError, AdapterNotFoundError
 from gpu_engine.store import LocalStore, S3Location
-from gpu_engine.store.uri import parse_file_uri, parse_s3_uri
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.uris import parse_file_uri, parse_s3_uri
+from gpu_engine.adapter_files import adapter_checksum
 from tests.store.conftest import bounds
 
 

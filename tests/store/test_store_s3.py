@@ -20,7 +20,7 @@ from gpu_engine.errors import (
     AdapterUnavailableError,
 )
 from gpu_engine.store import DiskCache, LocalStore, S3Fetcher, S3Store, open_store
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.adapter_files import adapter_checksum
 from tests.store.conftest import ADAPTER_FILES, TINY_SPEC, bounds, free_port, upload
 
 
@@ -157,8 +157,8 @@ def test_open_store_picks_by_root_and_serves_explicit_uris(s3_endpoint, s3_clien
 def test_an_uploaded_adapter_is_served_back(s3_endpoint, bucket, s3_store, built_adapters, tmp_path):
     """What the training worker publishes (S3Fetcher.upload) is what the store serves, checksum included."""
     from gpu_engine.adapter_ref import AdapterRef
-    from gpu_engine.store.uri import parse_s3_uri
-    from gpu_engine.training.adapter_files import adapter_checksum
+    from gpu_engine.uris import parse_s3_uri
+    from gpu_engine.adapter_files import adapter_checksum
 
     source = built_adapters / "r8-qv"
     uri = f"s3://{bucket}/published/acme/new/v3"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpu_engine.training import adapter_checksum
-from gpu_engine.training.adapter_files import CURRENT_LINK, VERSIONS_DIR, current_version_dir
+from gpu_engine.adapter_files import CURRENT_LINK, VERSIONS_DIR, current_version_dir
 from gpu_engine.training.adapter_store import (
     KEEP_VERSIONS,
     MARKER_FILE,

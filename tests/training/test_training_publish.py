@@ -14,7 +14,7 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
 from gpu_engine.store import AdapterBounds, DiskCache, S3Fetcher, S3Store
-from gpu_engine.training.adapter_files import adapter_checksum
+from gpu_engine.adapter_files import adapter_checksum
 from gpu_engine.training.adapter_store import InstalledAdapter
 from streamer import KafkaConfig, TopicNames
 

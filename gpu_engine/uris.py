@@ -1,6 +1,6 @@
-"""Adapter uris: `file:///abs/dir` and `s3://bucket/prefix` name one adapter's directory. Pure Python.
+"""Locations: `file:///abs/dir` and `s3://bucket/prefix` uris naming an adapter directory or a dataset. Pure Python, no torch.
 
-Parsing only; whether a uri may be used is AdapterBounds' decision (gpu_engine/store/bounds.py).
+Parsing only; whether a uri may be used is decided by AdapterBounds (gpu_engine/store/bounds.py) for adapters and by gpu_engine/training/dataset_source.py for datasets.
 """
 
 from __future__ import annotations
