@@ -232,7 +232,7 @@ def inprocess_request(runner, loop, prompt: str, adapter_id: str | None, max_new
 
     Returns a future of its StreamTiming; events reach the event loop as the service's do.
     """
-    from consumers.answer import derived_seed
+    from consumers.inference.answer import derived_seed
     from gpu_engine.types import GenerationRequest, SamplingParams
 
     done: asyncio.Future[StreamTiming] = loop.create_future()

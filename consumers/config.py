@@ -6,7 +6,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from consumers.send_policy import RetryPolicy
+from streamer.send_policy import RetryPolicy
 from schemas.deadletter import DEFAULT_DEAD_LETTER_ORIGINAL_BYTES
 
 

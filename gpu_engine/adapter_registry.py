@@ -1,6 +1,6 @@
 """AdapterRegistry: which version of each adapter new requests get. Thread-safe.
 
-Fed by the registry listener (consumers/registry.py) through `register`/`retire`. An id never
+Fed by the registry listener (consumers/inference/registry.py) through `register`/`retire`. An id never
 registered resolves to `AdapterRef(id)`, version 0, looked up in the configured store; a retired
 id resolves to nothing (ADAPTER_NOT_FOUND) until it is registered again.
 """

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.answer import Answer, derived_seed
+from consumers.inference.answer import Answer, derived_seed
 from consumers.config import ServeConfig
-from consumers.epochs import format_epoch, parse_epoch
+from streamer.epochs import format_epoch, parse_epoch
 from schemas import ErrorCode, FinishReason, InferenceRequest
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from consumers.cache_metrics import CacheCollector
+from consumers.inference.cache_metrics import CacheCollector
 from gpu_engine.cache_stats import CacheStats
 
 

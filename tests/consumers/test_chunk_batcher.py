@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from consumers.chunk_batcher import ChunkBatcher
-from consumers.send_policy import SendOutcome
+from consumers.inference.chunk_batcher import ChunkBatcher
+from streamer.send_policy import SendOutcome
 from schemas import ChunkBatch, ReplyAddress, TokenChunk, decode_reply
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from consumers.cli import BENCHMARKS, main
+from cli.main import BENCHMARKS, main
 
 COMMANDS = ["serve", "broker", "topics", "send", "tail", "demo", "bench", "train", "train-worker", "eval", "land"]
 
@@ -29,14 +29,14 @@ def test_bench_names_cover_each_benchmark():
 
 
 def test_cli_import_leaves_torch_out():
-    code = "import sys, consumers.cli, consumers.commands; print('torch' in sys.modules)"
+    code = "import sys, cli.main, cli.commands; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr
 
 
 def test_fetch_max_wait_reaches_the_kafka_config(monkeypatch):
-    from consumers.cli import build_parser
-    from consumers.commands import kafka_config
+    from cli.main import build_parser
+    from cli.commands import kafka_config
 
     args = build_parser().parse_args(["send", "hi", "--fetch-max-wait-ms", "500"])
     assert kafka_config(args).fetch_max_wait_ms == 500
@@ -45,8 +45,8 @@ def test_fetch_max_wait_reaches_the_kafka_config(monkeypatch):
 
 
 def test_kafka_security_settings_default_from_the_environment(monkeypatch):
-    from consumers.cli import build_parser
-    from consumers.commands import kafka_config
+    from cli.main import build_parser
+    from cli.commands import kafka_config
 
     for name, value in {
         "LORASTREAM_SECURITY_PROTOCOL": "SASL_PLAINTEXT",

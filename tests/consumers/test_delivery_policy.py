@@ -18,9 +18,9 @@ from aiokafka.errors import (
     UnsupportedVersionError,
 )
 
-from consumers.commit_watchdog import CommitWatchdog
-from consumers.reply_topics import ReplyPolicy, ReplyTopicDirectory, TopicStatus
-from consumers.send_policy import RetryPolicy, SendOutcome, classify
+from streamer.commit_watchdog import CommitWatchdog
+from streamer.reply_topics import ReplyPolicy, ReplyTopicDirectory, TopicStatus
+from streamer.send_policy import RetryPolicy, SendOutcome, classify
 from schemas import ErrorCode, ReplyAddress
 
 CLASSIFY = {

@@ -7,8 +7,8 @@ import asyncio
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, TopicAuthorizationFailedError
 
-from consumers.outbox import Outbox
-from consumers.send_policy import RetryPolicy, SendOutcome
+from streamer.outbox import Outbox
+from streamer.send_policy import RetryPolicy, SendOutcome
 
 
 class FakeCluster:

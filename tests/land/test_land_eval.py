@@ -9,7 +9,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 
-from consumers.land.evaluate import (
+from land.evaluate import (
     ADAPTER,
     BASE,
     Answer,
@@ -18,11 +18,11 @@ from consumers.land.evaluate import (
     plan_requests,
     score_answers,
 )
-from consumers.land.land_doc import write_land_doc
-from consumers.land.report import leaderboard, save_chart, write_json
-from consumers.land.results import EvalResult
-from consumers.land.spec import Metric, Task, TaskRow, TaskSpec
-from consumers.land.training_run import balanced_job_ids
+from land.land_doc import write_land_doc
+from land.report import leaderboard, save_chart, write_json
+from land.results import EvalResult
+from land.spec import Metric, Task, TaskRow, TaskSpec
+from land.training_run import balanced_job_ids
 from schemas import ErrorCode
 from streamer import RequestFailed
 

@@ -11,9 +11,9 @@ from rich.console import Console
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
-from consumers.land.evaluate import EvalConfig
-from consumers.land.session import eval_session
-from consumers.land.tasks import builtin_task
+from land.evaluate import EvalConfig
+from land.session import eval_session
+from land.tasks import builtin_task
 from consumers.serve import build_runner
 from streamer import KafkaConfig, TopicNames
 

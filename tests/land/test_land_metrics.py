@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.land.metrics import (
+from land.metrics import (
     answer_text,
     closeness,
     last_number_match,
@@ -14,7 +14,7 @@ from consumers.land.metrics import (
     rouge_l_f,
     score,
 )
-from consumers.land.spec import Metric, TaskSpec
+from land.spec import Metric, TaskSpec
 
 LABELS = ("positive", "negative")
 TOPICS = ("world", "sports", "business", "science")

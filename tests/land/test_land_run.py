@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from consumers.land.base_model import BaseModelConfig
-from consumers.land.land import LandConfig, run_land
+from land.base_model import BaseModelConfig
+from land.land import LandConfig, run_land
 
 TINY_BASE = BaseModelConfig(
     hidden=32,

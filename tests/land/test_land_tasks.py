@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from consumers.land import generators, vocab
-from consumers.land.metrics import score
-from consumers.land.spec import Metric, TaskDataInvalid, TaskNotFound, TaskSpec
-from consumers.land.tasks import (
+from land import generators, vocab
+from land.metrics import score
+from land.spec import Metric, TaskDataInvalid, TaskNotFound, TaskSpec
+from land.tasks import (
     BUILTIN_TASKS,
     builtin_task,
     builtin_train_file,

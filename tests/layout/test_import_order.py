@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("schemas", "streamer", "consumers", "gpu_engine", "bench")
+PACKAGES = ("schemas", "streamer", "consumers", "gpu_engine", "cli", "land", "bench")
 
 
 def _modules() -> list[str]:
@@ -21,6 +21,8 @@ def _modules() -> list[str]:
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__main__":  # runs a program when imported
+                continue
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             names.append(".".join(parts))

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServeProcess:
-    """`python -m consumers.cli serve …` in its own process group; killed at teardown."""
+    """`python -m cli.main serve …` in its own process group; killed at teardown."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "--log-level", "WARNING", "serve", *args],
+            [sys.executable, "-m", "cli.main", "--log-level", "WARNING", "serve", *args],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -71,10 +71,10 @@ def serve_process(kafka_bootstrap, topic_prefix, tiny_model, tmp_path):
 
 @contextlib.contextmanager
 def train_worker_process(args: list[str], log_path: Path):
-    """`python -m consumers.cli train-worker …` in its own process group; killed at the end."""
+    """`python -m cli.main train-worker …` in its own process group; killed at the end."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "--log-level", "WARNING", "train-worker", *args],
+            [sys.executable, "-m", "cli.main", "--log-level", "WARNING", "train-worker", *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -24,8 +24,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 import schemas
-from consumers.training_jobs import TrainWorkerConfig, salvage_job_id
-from consumers.training_worker import TrainingWorker
+from consumers.training.jobs import TrainWorkerConfig, salvage_job_id
+from consumers.training.worker import TrainingWorker
 from schemas import (
     DatasetRef,
     DeadLetter,

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from consumers.train_commands import add_train_parsers, cmd_train, cmd_train_worker
+from cli.train_commands import add_train_parsers, cmd_train, cmd_train_worker
 
 
 def kafka_options(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +67,7 @@ def test_help_exits_cleanly() -> None:
 def test_dataset_roots_come_from_flags_or_the_environment(flags, env, expected) -> None:
     import os
 
-    from consumers.train_commands import dataset_roots
+    from cli.train_commands import dataset_roots
 
     args = parser().parse_args(["train-worker", "--model", "m", "--adapters", "a", *flags])
     assert dataset_roots(args.dataset_roots, env) == tuple(r.format(cwd=os.getcwd()) for r in expected)

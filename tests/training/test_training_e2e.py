@@ -17,9 +17,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from consumers.train_commands import follow_job
-from consumers.training_jobs import TrainWorkerConfig
-from consumers.training_worker import TrainingWorker
+from cli.train_commands import follow_job
+from consumers.training.jobs import TrainWorkerConfig
+from consumers.training.worker import TrainingWorker
 from gpu_engine.training import adapter_checksum
 from schemas import DeadLetter, ErrorCode, Final, JobState, decode, decode_adapter_event
 from streamer import KafkaConfig, LoraClient, TopicNames, make_consumer, start_producer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.training_jobs import (
+from consumers.training.jobs import (
     DATASET_FILE,
     JobRefused,
     TrainWorkerConfig,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.training_jobs import AdapterPublishError, TrainWorkerConfig
-from consumers.training_worker import TrainingWorker
+from consumers.training.jobs import AdapterPublishError, TrainWorkerConfig
+from consumers.training.worker import TrainingWorker
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig

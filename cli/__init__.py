@@ -1,0 +1,1 @@
+"""The `lorastream` command line: one sub-command per thing a person does (serve, send, train, demo, ...)."""

@@ -1,0 +1,238 @@
+"""The body of each CLI command. Heavy imports (torch) happen only in the commands that need them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from rich.console import Console
+
+from schemas import Error, Final, decode_reply
+from streamer import KafkaConfig, TopicNames
+
+console = Console(highlight=False)
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on uvloop when it is installed, else on the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def kafka_config(args: argparse.Namespace) -> KafkaConfig:
+    password = args.sasl_password or os.environ.get("LORASTREAM_SASL_PASSWORD")
+    extra = {
+        "security_protocol": args.security_protocol,
+        "sasl_mechanism": args.sasl_mechanism,
+        "sasl_plain_username": args.sasl_username,
+        "sasl_plain_password": password,
+        "ssl_cafile": args.ssl_cafile,
+    }
+    return KafkaConfig(
+        bootstrap_servers=args.bootstrap_servers,
+        fetch_max_wait_ms=args.fetch_max_wait_ms,
+        **{key: value for key, value in extra.items() if value is not None},
+    )
+
+
+def _mib(value: float | None) -> int | None:
+    return None if value is None else int(value * 2**20)
+
+
+def add_adapter_bound_options(serve: argparse.ArgumentParser) -> None:
+    """`serve`'s flags for where adapter files may come from and how large they may be (docs/adapter-store.md)."""
+    from gpu_engine.config import EngineConfig  # no torch: the defaults are defined there once
+
+    group = serve.add_argument_group("adapter boundaries")
+    roots = os.environ.get("LORASTREAM_ADAPTER_URI_ROOTS")
+    group.add_argument(
+        "--adapter-uri-root", action="append", default=roots.split(",") if roots else [], metavar="DIR_OR_S3_PREFIX",
+        help="besides --adapters: a directory or s3://bucket/prefix that registry uris may name; repeatable"
+        " (env LORASTREAM_ADAPTER_URI_ROOTS, comma-separated). Any other uri is refused",
+    )
+    group.add_argument(
+        "--max-adapter-weights-mb", type=float, default=EngineConfig.max_adapter_weights_bytes / 2**20,
+        help="a larger adapter_model.safetensors is refused before it is read or downloaded (default %(default)g)",
+    )
+    group.add_argument(
+        "--max-adapter-config-mb", type=float, default=EngineConfig.max_adapter_config_bytes / 2**20,
+        help="the same for adapter_config.json (default %(default)g)",
+    )
+    group.add_argument(
+        "--max-pending-adapter-loads", type=int, default=EngineConfig.max_pending_adapter_loads,
+        help="adapter loads queued or running; requests beyond get adapter_unavailable (default %(default)d)",
+    )
+
+
+def _given(**settings):
+    """Only the settings given on the command line; the rest keep their one default in the config."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from consumers.config import ServeConfig
+    from consumers.serve import build_runner, serve_forever
+
+    config = ServeConfig(
+        group_id=args.group_id,
+        group_instance_id=args.instance_id,
+        max_inflight=args.max_inflight,
+        resume_below=max(0, args.max_inflight * 3 // 4),
+        chunk_flush_ms=args.chunk_flush_ms,
+        request_partitions=args.request_partitions,
+        metrics_port=args.metrics_port,
+        reply_topic_pattern=args.reply_topic_pattern,
+        **_given(
+            dead_letter_max_original_bytes=None if args.dead_letter_max_kb is None else int(args.dead_letter_max_kb * 1024),
+            commit_stall_s=args.commit_stall_s,
+        ),
+    )
+    runner = build_runner(
+        model_path=args.model,
+        adapter_root=args.adapters,
+        quantize=args.quantize,
+        dtype=args.dtype,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        base_name=args.base_name,
+        s3_endpoint_url=args.s3_endpoint_url,
+        device_cache_bytes=_mib(args.device_cache_mb),
+        host_cache_bytes=_mib(args.host_cache_mb),
+        disk_cache_dir=args.disk_cache_dir,
+        disk_cache_bytes=_mib(args.disk_cache_mb),
+        max_adapters_per_step=args.max_adapters_per_step,
+        fairness=args.fairness,
+        adapter_uri_roots=tuple(args.adapter_uri_root),
+        max_adapter_weights_bytes=_mib(args.max_adapter_weights_mb),
+        max_adapter_config_bytes=_mib(args.max_adapter_config_mb),
+        max_pending_adapter_loads=args.max_pending_adapter_loads,
+    )
+    run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamer import TansuBroker
+
+    with TansuBroker(port=args.port) as broker:
+        console.print(f"[bold]Tansu broker[/] listening at [cyan]{broker.bootstrap_servers}[/] (memory-only); Ctrl-C stops it")
+        stop = asyncio.Event()
+
+        async def wait() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+
+        run_async(wait())
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streamer import default_topic_specs, delete_topics, ensure_topics, list_topics
+
+    kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
+    specs = default_topic_specs(names, request_partitions=args.request_partitions)
+
+    async def act() -> None:
+        if args.action == "create":
+            await ensure_topics(kafka, specs)
+        elif args.action == "delete":
+            await delete_topics(kafka, [spec.name for spec in specs])
+        for name in sorted(await list_topics(kafka)):
+            if name.startswith(args.topic_prefix + "."):
+                console.print(name)
+
+    run_async(act())
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from streamer import LoraClient, RequestFailed
+
+    async def send() -> int:
+        async with LoraClient(config=kafka_config(args), topics=TopicNames(args.topic_prefix)) as client:
+            try:
+                async for record in client.stream(
+                    args.prompt,
+                    adapter_id=args.adapter,
+                    max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature,
+                    top_p=args.top_p,
+                    top_k=args.top_k,
+                    stop=tuple(args.stop),
+                    seed=args.seed,
+                    timeout_s=args.timeout_s,
+                ):
+                    if isinstance(record, Final):
+                        print_final(record)
+                    else:
+                        console.print(record.text, end="", markup=False)
+            except RequestFailed as exc:
+                console.print(f"\n[red]error[/] {exc}")
+                return 1
+        return 0
+
+    return run_async(send())
+
+
+def print_final(final: Final) -> None:
+    t = final.timings
+    console.print(
+        f"\n[dim]finish={final.finish_reason.value} tokens={final.usage.prompt_tokens}+"
+        f"{final.usage.completion_tokens} ttft={t.ttft_ms:.1f}ms total={t.total_ms:.1f}ms[/]"
+    )
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from streamer import make_consumer
+
+    kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
+
+    async def tail() -> None:
+        consumer = make_consumer(
+            kafka, names.results, auto_offset_reset="earliest" if args.from_beginning else "latest"
+        )
+        await consumer.start()
+        seen = 0
+        try:
+            async for record in consumer:
+                reply = decode_reply(record.value or b"")
+                if isinstance(reply, Final):
+                    console.print(
+                        f"[green]{reply.request_id}[/] adapter={reply.adapter_id} "
+                        f"{reply.finish_reason.value}: {reply.text!r}",
+                        markup=True,
+                    )
+                elif isinstance(reply, Error):
+                    console.print(f"[red]{reply.request_id}[/] {reply.code.value}: {reply.message}")
+                seen += 1
+                if args.max_records is not None and seen >= args.max_records:
+                    return
+        finally:
+            await consumer.stop()
+
+    run_async(tail())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_async(run_demo(args.workdir, max_new_tokens=args.max_new_tokens))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    from cli.main import BENCHMARKS
+
+    module = importlib.import_module(BENCHMARKS[args.which])
+    return module.main([arg for arg in args.rest if arg != "--"])

@@ -1,0 +1,167 @@
+"""`lorastream` — the command line: serve, broker, topics, send, tail, demo, bench, train, eval, land."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from streamer.config import DEFAULT_FETCH_MAX_WAIT_MS
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+# benchmark name → module with main(argv) -> int
+BENCHMARKS = {
+    "engine": "bench.engine", "cache": "bench.cache", "kafka": "bench.kafka", "train": "bench.train",
+    "gpu": "bench.gpu",
+    "all": "bench.report",
+}
+
+
+def kafka_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Kafka connection")
+    group.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("LORASTREAM_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+        help="host:port[,host:port] (env LORASTREAM_BOOTSTRAP; default %(default)s)",
+    )
+    group.add_argument(
+        "--topic-prefix",
+        default=os.environ.get("LORASTREAM_TOPIC_PREFIX", "lorastream"),
+        help="prefix of every topic name (env LORASTREAM_TOPIC_PREFIX; default %(default)s)",
+    )
+    env = os.environ.get
+    group.add_argument(
+        "--security-protocol", default=env("LORASTREAM_SECURITY_PROTOCOL"),
+        help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (env LORASTREAM_SECURITY_PROTOCOL)",
+    )
+    group.add_argument(
+        "--sasl-mechanism", default=env("LORASTREAM_SASL_MECHANISM"),
+        help="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (env LORASTREAM_SASL_MECHANISM)",
+    )
+    group.add_argument("--sasl-username", default=env("LORASTREAM_SASL_USERNAME"), help="(env LORASTREAM_SASL_USERNAME)")
+    group.add_argument("--sasl-password", default=None, help="(or env LORASTREAM_SASL_PASSWORD)")
+    group.add_argument("--ssl-cafile", default=env("LORASTREAM_SSL_CAFILE"), help="(env LORASTREAM_SSL_CAFILE)")
+    group.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=int(os.environ.get("LORASTREAM_FETCH_MAX_WAIT_MS") or DEFAULT_FETCH_MAX_WAIT_MS),
+        help="longest a consumer fetch waits for data (env LORASTREAM_FETCH_MAX_WAIT_MS; default %(default)s;"
+        " 500 suits Apache Kafka, which answers as soon as data arrives; keep it low on Tansu)",
+    )
+
+
+def _sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", default=None, help="adapter id (default: the base model)")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--timeout-s", type=float, default=120.0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lorastream",
+        description="Kafka-native multi-LoRA serving: many fine-tunes of one base model, via events.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("LORASTREAM_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run an inference consumer", description="Join the inference consumer group and answer requests.")
+    serve.add_argument("--model", required=True, help="local Hugging Face model directory")
+    serve.add_argument(
+        "--adapters", default=os.environ.get("LORASTREAM_ADAPTERS"),
+        help="adapter store: a directory <dir>/<adapter_id>/ or s3://bucket/prefix (env LORASTREAM_ADAPTERS)",
+    )
+    serve.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO); default AWS")
+    serve.add_argument("--base-name", default=None, help="served base's name; adapters trained for another base are refused")
+    cache = serve.add_argument_group("adapter cache tiers (default: limited by memory only)")
+    cache.add_argument("--device-cache-mb", type=float, default=None, help="packed adapter weights on the device")
+    cache.add_argument("--host-cache-mb", type=float, default=None, help="parsed adapters in host memory (pinned on CUDA)")
+    cache.add_argument("--disk-cache-dir", default=None, help="local copies of remote adapters (default: a temp dir)")
+    cache.add_argument("--disk-cache-mb", type=float, default=None)
+    from cli.commands import add_adapter_bound_options
+
+    add_adapter_bound_options(serve)
+    serve.add_argument("--max-adapters-per-step", type=int, default=None, help="distinct adapters in one engine step")
+    serve.add_argument("--fairness", choices=["vtc", "fifo"], default="vtc", help="scheduling across adapters (default vtc)")
+    serve.add_argument("--quantize", choices=["nf4"], default=None, help="load the base in 4-bit NF4 (bitsandbytes)")
+    serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    serve.add_argument("--group-id", default="lorastream-inference")
+    serve.add_argument("--instance-id", default=os.environ.get("LORASTREAM_INSTANCE_ID"), help="static group membership id")
+    serve.add_argument("--max-inflight", type=int, default=256)
+    serve.add_argument("--max-batch-size", type=int, default=64)
+    serve.add_argument("--chunk-flush-ms", type=float, default=20.0)
+    serve.add_argument("--request-partitions", type=int, default=8)
+    serve.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on this port")
+    lane = serve.add_argument_group("delivery boundaries")
+    lane.add_argument(
+        "--reply-topic-pattern", default=os.environ.get("LORASTREAM_REPLY_TOPIC_PATTERN"),
+        help="glob of topics answers may go to (default: <prefix>.replies.*; the service's own topics never)",
+    )
+    lane.add_argument(
+        "--dead-letter-max-kb", type=float, default=None,
+        help="keep a refused record whole in its dead letter up to this size, else its head, size and SHA-256 (default 512)",
+    )
+    lane.add_argument(
+        "--commit-stall-s", type=float, default=None,
+        help="a partition with lag whose commit has not moved this long turns /readyz false (default 120)",
+    )
+    kafka_options(serve)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)", description="Run the embedded, memory-only Tansu broker until interrupted.")
+    broker.add_argument("--port", type=int, default=9092)
+
+    topics = sub.add_parser("topics", help="create or list lorastream topics", description="Create (idempotent), list or delete the topics.")
+    topics.add_argument("action", choices=["create", "list", "delete"])
+    topics.add_argument("--request-partitions", type=int, default=8)
+    kafka_options(topics)
+
+    send = sub.add_parser("send", help="send one prompt and print tokens as they stream", description="Send one prompt; print the streamed tokens and the final usage.")
+    send.add_argument("prompt")
+    _sampling_options(send)
+    kafka_options(send)
+
+    tail = sub.add_parser("tail", help="follow the results topic", description="Print every Final/Error record on the results topic.")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max-records", type=int, default=None, help="exit after this many records")
+    kafka_options(tail)
+
+    demo = sub.add_parser("demo", help="embedded broker + service on a tiny model with two adapters", description="Build a tiny model and two adapters, start the embedded broker and the service, stream answers from the base and both adapters.")
+    demo.add_argument("--workdir", default="demo-out")
+    demo.add_argument("--max-new-tokens", type=int, default=24)
+
+    bench = sub.add_parser("bench", help="benchmarks (JSON + PNG plot)", description="Run a benchmark and write its JSON and plot.")
+    bench.add_argument("which", choices=sorted(BENCHMARKS), help="which benchmark ('all' regenerates docs/benchmarks.md)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark (see `lorastream bench engine -- --help`)")
+
+    from cli.train_commands import add_train_parsers
+
+    add_train_parsers(sub, kafka_options)
+
+    from land import add_land_parsers
+
+    add_land_parsers(sub, kafka_options)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cli import commands
+    from cli.logs import configure
+
+    configure(args.log_level)
+
+    handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command.replace('-', '_')}")
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

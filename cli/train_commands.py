@@ -1,0 +1,245 @@
+"""`lorastream train` (submit a fine-tune, follow it with a progress bar) and `lorastream train-worker`.
+
+`add_train_parsers(subparsers, kafka_options)` registers both; each parser sets `handler` to its
+command function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cli.commands import console, kafka_config, run_async
+from gpu_engine.training.dataset import MAX_DATASET_ROWS
+from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
+from schemas import DatasetRef, InvalidEvent, JobState, TrainingEvent
+from streamer import TopicNames
+from streamer.training_client import TrainingJob, build_training_request, submit_training
+
+# hyperparameter flags: (flag, type, choices, help); unset ones keep LoRA Land's defaults
+_HYPERPARAMETERS = (
+    ("--r", int, None, "LoRA rank (default 8)"),
+    ("--alpha", float, None, "LoRA alpha (default 16)"),
+    ("--dropout", float, None, "LoRA dropout (default 0.05)"),
+    ("--learning-rate", float, None, "peak learning rate (default 2e-4)"),
+    ("--lr-scheduler", str, ("cosine", "linear", "constant"), "learning-rate schedule after warmup (default cosine)"),
+    ("--warmup-ratio", float, None, "share of steps warming up (default 0.03)"),
+    ("--effective-batch-size", int, None, "rows per optimizer step (default 16)"),
+    ("--micro-batch-size", int, None, "rows per forward pass; the rest is accumulated (default 4)"),
+    ("--max-steps", int, None, "optimizer steps (wins over --epochs)"),
+    ("--epochs", float, None, "passes over the data (default 1)"),
+    ("--max-seq-len", int, None, "tokens per row, prompt + completion (default 512)"),
+    ("--seed", int, None, "seed of LoRA init, data order and dropout (default 0)"),
+    ("--quantize", str, ("auto", "nf4", "none"), "auto = NF4 on CUDA, the plain base elsewhere (default auto)"),
+)
+
+
+def add_train_parsers(
+    subparsers: argparse._SubParsersAction, kafka_options: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="submit a LoRA fine-tune and follow its progress",
+        description="Publish a TrainingRequest and show its events as a progress bar until it ends.",
+    )
+    train.add_argument("--adapter", required=True, help="id of the new adapter, e.g. acme/sql")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--dataset",
+        help="JSONL with prompt/completion fields: a path the worker can read, or file:// URI",
+    )
+    source.add_argument("--task", help="a built-in task the worker generates (see `lorastream eval --help`)")
+    train.add_argument("--prompt-field", default="prompt")
+    train.add_argument("--completion-field", default="completion")
+    train.add_argument("--job-id", default=None, help="default: a fresh uuid")
+    train.add_argument("--base-model", default=None, help="base name (default: the worker's)")
+    train.add_argument("--targets", default=None, help="comma-separated projections (default q_proj,v_proj)")
+    for flag, kind, choices, text in _HYPERPARAMETERS:
+        train.add_argument(flag, type=kind, choices=choices, default=None, help=text)
+    train.add_argument("--overwrite", action="store_true", help="replace an existing adapter with this id")
+    train.add_argument("--detach", action="store_true", help="print the job id and return without following")
+    train.add_argument("--idle-timeout-s", type=float, default=None, help="give up when no event comes this long")
+    kafka_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    worker = subparsers.add_parser(
+        "train-worker",
+        help="run a training worker",
+        description="Join the training consumer group; run each TrainingRequest as a fine-tune in its own process.",
+    )
+    worker.add_argument("--model", required=True, help="local Hugging Face directory of the base model")
+    worker.add_argument("--adapters", required=True, help="adapter root: trained adapters go to <dir>/<adapter_id>/")
+    worker.add_argument(
+        "--work-dir", default="train-work", help="job specs, checkpoints and logs (default %(default)s)"
+    )
+    worker.add_argument(
+        "--base-name", default=None, help="name requests use for the base (default: the model dir's name)"
+    )
+    worker.add_argument(
+        "--publish-uri", default=os.environ.get("LORASTREAM_PUBLISH_URI"),
+        help="also upload each adapter to s3://bucket/prefix/<adapter_id>/v<version> and announce that uri, "
+        "so consumers on other hosts can fetch it (env LORASTREAM_PUBLISH_URI)",
+    )
+    worker.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO)")
+    worker.add_argument(
+        "--dataset-root", action="append", dest="dataset_roots", metavar="DIR_OR_S3_PREFIX",
+        help="a directory or s3://bucket/prefix/ that request datasets may come from; repeatable. Without "
+        "any, only built-in tasks are trained (env LORASTREAM_DATASET_ROOTS, comma-separated)",
+    )
+    worker.add_argument(
+        "--max-dataset-bytes", type=int, default=MAX_DATASET_BYTES,
+        help="larger datasets are refused (default %(default)s)",
+    )
+    worker.add_argument(
+        "--max-dataset-rows", type=int, default=MAX_DATASET_ROWS,
+        help="datasets with more rows are refused (default %(default)s)",
+    )
+    worker.add_argument("--group-id", default="lorastream-training")
+    worker.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    worker.add_argument("--threads", type=int, default=None, help="torch threads per job (default: one per core)")
+    worker.add_argument("--checkpoint-every-steps", type=int, default=50)
+    worker.add_argument(
+        "--progress-interval-s", type=float, default=2.0, help="at most one progress event per interval"
+    )
+    worker.add_argument("--training-partitions", type=int, default=2)
+    kafka_options(worker)
+    worker.set_defaults(handler=cmd_train_worker)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    names = [flag[2:].replace("-", "_") for flag, *_ in _HYPERPARAMETERS]
+    hyperparameters = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.targets:
+        hyperparameters["target_modules"] = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.task is not None:
+        dataset = DatasetRef(task=args.task)
+    else:
+        uri = args.dataset if "://" in args.dataset else os.path.abspath(args.dataset)  # the worker reads it
+        dataset = DatasetRef(uri=uri, prompt_field=args.prompt_field, completion_field=args.completion_field)
+    try:
+        request = build_training_request(
+            args.adapter,
+            dataset,
+            job_id=args.job_id,
+            base_model=args.base_model,
+            overwrite=args.overwrite,
+            **hyperparameters,
+        )
+    except InvalidEvent as exc:
+        console.print(f"[red]invalid request[/] {escape(str(exc))}")
+        return 2
+
+    async def submit_and_follow() -> int:
+        job = await submit_training(kafka_config(args), TopicNames(args.topic_prefix), request)
+        async with job:
+            console.print(f"submitted job [cyan]{job.job_id}[/] for adapter [cyan]{request.adapter_id}[/]")
+            if args.detach:
+                return 0
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(
+                signal.SIGINT, lambda: asyncio.ensure_future(job.cancel())
+            )  # Ctrl-C: cancel, see it end
+            try:
+                return await follow_job(job, idle_timeout_s=args.idle_timeout_s)
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    return run_async(submit_and_follow())
+
+
+async def follow_job(job: TrainingJob, *, idle_timeout_s: float | None = None, out: Console = console) -> int:
+    """Show a job's events as a progress bar on `out` until it ends; 0 when it completed."""
+    bar = Progress(
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeRemainingColumn(),
+        console=out,
+    )
+    with bar:
+        task = bar.add_task("queued", total=None, stats="")
+        async for event in job.events(idle_timeout_s=idle_timeout_s):
+            _show(bar, task, event)
+    return _print_outcome(job.last_event, out)
+
+
+def _show(bar: Progress, task, event: TrainingEvent) -> None:
+    if event.state is JobState.STARTED:
+        bar.update(
+            task, description=f"training ({event.quantization})", total=event.total_steps, completed=event.step or 0
+        )
+    elif event.state in (JobState.PROGRESS, JobState.CHECKPOINTED, JobState.COMPLETED) and event.step is not None:
+        stats = []
+        if event.loss is not None:
+            stats.append(f"loss {event.loss:.4f}")
+        if event.eval_loss is not None:
+            stats.append(f"eval {event.eval_loss:.4f}")
+        if event.learning_rate is not None:
+            stats.append(f"lr {event.learning_rate:.2e}")
+        if event.tokens_per_s is not None:
+            stats.append(f"{event.tokens_per_s:,.0f} tok/s")
+        fields = {"stats": "  ".join(stats)} if stats else {}
+        bar.update(task, completed=event.step, **fields)
+    elif event.state is JobState.QUEUED:
+        bar.update(task, description="queued")
+
+
+def _print_outcome(event: TrainingEvent | None, out: Console) -> int:
+    if event is None:
+        return 1
+    if event.state is JobState.COMPLETED:
+        out.print(f"[green]completed[/] {event.adapter_id} → {event.adapter_uri}\n[dim]sha256 {event.checksum}[/]")
+        return 0
+    code = event.code.value if event.code is not None else event.state.value
+    out.print(f"[red]{event.state.value}[/] ({code}) {escape(event.reason or '')}")
+    return 1
+
+
+def dataset_roots(flags: list[str] | None, env: str | None) -> tuple[str, ...]:
+    """The --dataset-root flags, else the comma-separated env value; local roots made absolute."""
+    roots = flags if flags else [r.strip() for r in (env or "").split(",") if r.strip()]
+    return tuple(r if r.startswith("s3://") else os.path.abspath(r) for r in roots)
+
+
+def cmd_train_worker(args: argparse.Namespace) -> int:
+    from consumers.training.jobs import TrainWorkerConfig
+    from consumers.training.worker import TrainingWorker
+
+    config = TrainWorkerConfig(
+        base_model_path=os.path.abspath(args.model),
+        adapter_root=os.path.abspath(args.adapters),
+        work_dir=os.path.abspath(args.work_dir),
+        base_model_name=args.base_name,
+        group_id=args.group_id,
+        device=args.device,
+        job_threads=args.threads,
+        checkpoint_every_steps=args.checkpoint_every_steps,
+        progress_interval_s=args.progress_interval_s,
+        training_partitions=args.training_partitions,
+        publish_uri=args.publish_uri,
+        s3_endpoint_url=args.s3_endpoint_url,
+        dataset_roots=dataset_roots(args.dataset_roots, os.environ.get("LORASTREAM_DATASET_ROOTS")),
+        max_dataset_bytes=args.max_dataset_bytes,
+        max_dataset_rows=args.max_dataset_rows,
+    )
+    worker = TrainingWorker(kafka_config(args), TopicNames(args.topic_prefix), config)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        console.print(
+            f"[bold]training worker[/] for base [cyan]{config.base_name}[/] (group {config.group_id}); Ctrl-C stops it"
+        )
+        await worker.run()
+
+    run_async(serve())
+    return 0

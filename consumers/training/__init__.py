@@ -1,0 +1,1 @@
+"""The training consumer: training requests from Kafka in, job subprocesses, adapters announced (see worker.py)."""
