@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.stamp
 .PHONY: venv kafka-jars test test-fast demo land bench clean help
 
 help:
-	@echo "make demo   - embedded broker + service on a tiny model with two adapters, streamed output"
+	@echo "make demo   - the land's base and three adapters answering side by side through the embedded broker"
 	@echo "make test   - the whole suite (starts a real Apache Kafka from Maven Central jars)"
 	@echo "make land   - LoRA Land in miniature: train one adapter per task through Kafka, evaluate, report"
 	@echo "make bench  - every benchmark; writes docs/bench/*.json|png and docs/benchmarks.md"
@@ -39,8 +39,9 @@ demo: $(VENV_STAMP)
 land: $(VENV_STAMP)
 	$(BIN)/lorastream land
 
+# bench/ is development-only (not in the wheel, so not on an installed path): run it from the checkout
 bench: $(VENV_STAMP)
-	$(BIN)/lorastream bench all --out docs/bench
+	$(BIN)/python -m cli bench all --out docs/bench
 
 clean:
-	rm -rf $(VENV) .cache demo-out
+	rm -rf $(VENV) .cache

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from bench.engine import ALL_PROJECTIONS, MODEL_SHAPE, PROMPT, write_adapters
+from lorastream.stats import percentile
 
 TARGETS = {"cold_load_ms_p50": 20.0, "zipf_over_resident": 0.8}
 LOWER_IS_BETTER = {"cold_load_ms_p50"}
@@ -45,12 +46,6 @@ def drop_page_cache(directory: Path) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def zipf_sequence(adapter_ids: list[str], count: int, s: float, seed: int) -> list[str]:
@@ -90,7 +85,7 @@ def measure_cold_loads(engine, adapter_ids: list[str], root: Path, drop_cache: b
     return {
         "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms),
         "fetch_and_read_ms_p50": 1000 * percentile(host_s, 50), "device_copy_ms_p50": 1000 * percentile(device_s, 50),
-        "adapter_bytes": engine.adapters.device.size((adapter_ids[0], 0)), "count": len(ms), "samples_ms": ms,
+        "adapter_bytes": engine.adapter_cache.device.size((adapter_ids[0], 0)), "count": len(ms), "samples_ms": ms,
     }
 
 
@@ -98,16 +93,16 @@ def measure_hit_path(engine, resident_id: str, evicted_ids: list[str], repeats: 
     """The cache's own cost per request: prefetch + accept + admit + release, on a device hit and on
     a device miss served from the host tier (copy into a slot, evicting another). `evicted_ids`
     are host-resident and more than the device budget holds, so cycling through them always misses."""
-    from gpu_engine.sequence import Sequence
+    from gpu_engine.seq_state import SeqState
     from gpu_engine.types import GenerationRequest
 
-    cache = engine.adapters
+    cache = engine.adapter_cache
 
     def one(adapter_id: str, i: int) -> float:
         started = time.perf_counter()
         ref = cache.resolve(adapter_id)
         cache.prefetch(ref)
-        seq = Sequence.from_prompt(GenerationRequest(f"h{i}", PROMPT, adapter_id), [1, 2, 3], adapter_ref=ref)
+        seq = SeqState.from_prompt(GenerationRequest(f"h{i}", PROMPT, adapter_id), [1, 2, 3], adapter_ref=ref)
         cache.accept(seq)
         assert cache.admit(seq), "a host-resident adapter must be admitted"
         cache.release(seq)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Coroutine
@@ -58,17 +59,25 @@ def add_adapter_bound_options(serve: argparse.ArgumentParser) -> None:
         " (env LORASTREAM_ADAPTER_URI_ROOTS, comma-separated). Any other uri is refused",
     )
     group.add_argument(
-        "--max-adapter-weights-mb", type=float, default=EngineConfig.max_adapter_weights_bytes / 2**20,
-        help="a larger adapter_model.safetensors is refused before it is read or downloaded (default %(default)g)",
+        "--max-adapter-weights-mb", type=float, default=None,
+        help="a larger adapter_model.safetensors is refused before it is read or downloaded"
+        f" (default {EngineConfig.max_adapter_weights_bytes / 2**20:g})",
     )
     group.add_argument(
-        "--max-adapter-config-mb", type=float, default=EngineConfig.max_adapter_config_bytes / 2**20,
-        help="the same for adapter_config.json (default %(default)g)",
+        "--max-adapter-config-mb", type=float, default=None,
+        help=f"the same for adapter_config.json (default {EngineConfig.max_adapter_config_bytes / 2**20:g})",
     )
     group.add_argument(
-        "--max-pending-adapter-loads", type=int, default=EngineConfig.max_pending_adapter_loads,
-        help="adapter loads queued or running; requests beyond get adapter_unavailable (default %(default)d)",
+        "--max-pending-adapter-loads", type=int, default=None,
+        help="adapter loads queued or running; requests beyond get adapter_unavailable"
+        f" (default {EngineConfig.max_pending_adapter_loads})",
     )
+
+
+def field_default(config: type, name: str) -> Any:
+    """The default of one field of a config dataclass, for a flag's help text: defined there once, never here."""
+    (found,) = (f for f in dataclasses.fields(config) if f.name == name)
+    return found.default
 
 
 def _given(**settings):
@@ -76,44 +85,55 @@ def _given(**settings):
     return {name: value for name, value in settings.items() if value is not None}
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve_config(args: argparse.Namespace):
+    """The ServeConfig of `serve`'s flags; a flag not given keeps the dataclass's default."""
     from consumers.config import ServeConfig
-    from consumers.serve import build_runner, serve_forever
 
-    config = ServeConfig(
-        group_id=args.group_id,
-        group_instance_id=args.instance_id,
-        max_inflight=args.max_inflight,
-        resume_below=max(0, args.max_inflight * 3 // 4),
-        chunk_flush_ms=args.chunk_flush_ms,
-        request_partitions=args.request_partitions,
-        metrics_port=args.metrics_port,
-        reply_topic_pattern=args.reply_topic_pattern,
+    return ServeConfig(
         **_given(
+            group_id=args.group_id,
+            group_instance_id=args.instance_id,
+            max_inflight=args.max_inflight,
+            chunk_flush_ms=args.chunk_flush_ms,
+            request_partitions=args.request_partitions,
+            metrics_port=args.metrics_port,
+            reply_topic_pattern=args.reply_topic_pattern,
             dead_letter_max_original_bytes=None if args.dead_letter_max_kb is None else int(args.dead_letter_max_kb * 1024),
             commit_stall_s=args.commit_stall_s,
-        ),
+        )
     )
-    runner = build_runner(
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The EngineConfig fields `serve`'s flags set; a flag not given keeps the dataclass's default."""
+    return dict(
         model_path=args.model,
         adapter_root=args.adapters,
-        quantize=args.quantize,
-        dtype=args.dtype,
-        device=args.device,
-        max_batch_size=args.max_batch_size,
-        base_name=args.base_name,
-        s3_endpoint_url=args.s3_endpoint_url,
-        device_cache_bytes=_mib(args.device_cache_mb),
-        host_cache_bytes=_mib(args.host_cache_mb),
-        disk_cache_dir=args.disk_cache_dir,
-        disk_cache_bytes=_mib(args.disk_cache_mb),
-        max_adapters_per_step=args.max_adapters_per_step,
-        fairness=args.fairness,
-        adapter_uri_roots=tuple(args.adapter_uri_root),
-        max_adapter_weights_bytes=_mib(args.max_adapter_weights_mb),
-        max_adapter_config_bytes=_mib(args.max_adapter_config_mb),
-        max_pending_adapter_loads=args.max_pending_adapter_loads,
+        **_given(
+            quantize=args.quantize,
+            dtype=args.dtype,
+            device=args.device,
+            max_batch_size=args.max_batch_size,
+            base_name=args.base_name,
+            s3_endpoint_url=args.s3_endpoint_url,
+            device_cache_bytes=_mib(args.device_cache_mb),
+            host_cache_bytes=_mib(args.host_cache_mb),
+            disk_cache_dir=args.disk_cache_dir,
+            disk_cache_bytes=_mib(args.disk_cache_mb),
+            max_adapters_per_step=args.max_adapters_per_step,
+            fairness=args.fairness,
+            adapter_uri_roots=tuple(args.adapter_uri_root),
+            max_adapter_weights_bytes=_mib(args.max_adapter_weights_mb),
+            max_adapter_config_bytes=_mib(args.max_adapter_config_mb),
+            max_pending_adapter_loads=args.max_pending_adapter_loads,
+        ),
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from consumers.serve import build_engine_thread, serve_forever
+
+    config, runner = serve_config(args), build_engine_thread(**engine_options(args))
     run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
     return 0
 
@@ -139,7 +159,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from streamer import default_topic_specs, delete_topics, ensure_topics, list_topics
 
     kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
-    specs = default_topic_specs(names, request_partitions=args.request_partitions)
+    specs = default_topic_specs(names, **_given(request_partitions=args.request_partitions))
 
     async def act() -> None:
         if args.action == "create":
@@ -231,8 +251,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import importlib
+    import sys
+    from pathlib import Path
 
     from cli.main import BENCHMARKS
 
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "bench" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))  # an editable install of a checkout: its bench/ sits beside cli/
+    try:  # the runtime's one import of bench/, a development package the wheel leaves out
+        import bench  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench":
+            raise
+        print(
+            "lorastream bench: the benchmarks are development-only (not in the wheel); from a source "
+            f"checkout run `python -m cli bench {args.which} ...` or `make bench`",
+            file=sys.stderr,
+        )
+        return 2
     module = importlib.import_module(BENCHMARKS[args.which])
     return module.main([arg for arg in args.rest if arg != "--"])

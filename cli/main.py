@@ -7,9 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from cli.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure, quiet_libraries
 from streamer.config import DEFAULT_FETCH_MAX_WAIT_MS
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+SERVICE_COMMANDS = ("serve", "broker", "train-worker")  # log INFO by default; the others print their own story
 # benchmark name → module with main(argv) -> int
 BENCHMARKS = {
     "engine": "bench.engine", "cache": "bench.cache", "kafka": "bench.kafka", "train": "bench.train",
@@ -67,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lorastream",
         description="Kafka-native multi-LoRA serving: many fine-tunes of one base model, via events.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("LORASTREAM_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level", default=os.environ.get("LORASTREAM_LOG_LEVEL"),
+        help="(env LORASTREAM_LOG_LEVEL; default INFO for serve, broker and train-worker, WARNING for the rest)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=os.environ.get(LOG_FORMAT_ENV, "auto"),
+        help=f"log lines on stderr (env {LOG_FORMAT_ENV}; default auto: text on a terminal, JSON otherwise)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run an inference consumer", description="Join the inference consumer group and answer requests.")
@@ -83,20 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--host-cache-mb", type=float, default=None, help="parsed adapters in host memory (pinned on CUDA)")
     cache.add_argument("--disk-cache-dir", default=None, help="local copies of remote adapters (default: a temp dir)")
     cache.add_argument("--disk-cache-mb", type=float, default=None)
-    from cli.commands import add_adapter_bound_options
+    from cli.commands import add_adapter_bound_options, field_default
+    from consumers.config import ServeConfig
+    from gpu_engine.config import DTYPES, FAIRNESS, EngineConfig  # no torch: the defaults are defined there once
+
+    def engine_default(name: str):
+        return field_default(EngineConfig, name)
+
+    def serve_default(name: str):
+        return field_default(ServeConfig, name)
 
     add_adapter_bound_options(serve)
     serve.add_argument("--max-adapters-per-step", type=int, default=None, help="distinct adapters in one engine step")
-    serve.add_argument("--fairness", choices=["vtc", "fifo"], default="vtc", help="scheduling across adapters (default vtc)")
+    serve.add_argument("--fairness", choices=FAIRNESS, default=None, help=f"scheduling across adapters (default {engine_default('fairness')})")
     serve.add_argument("--quantize", choices=["nf4"], default=None, help="load the base in 4-bit NF4 (bitsandbytes)")
-    serve.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    serve.add_argument("--group-id", default="lorastream-inference")
+    serve.add_argument("--dtype", default=None, choices=DTYPES, help=f"(default {engine_default('dtype')})")
+    serve.add_argument("--device", default=None, help=f"auto, cpu, cuda, cuda:N (default {engine_default('device')})")
+    serve.add_argument("--group-id", default=None, help=f"(default {serve_default('group_id')})")
     serve.add_argument("--instance-id", default=os.environ.get("LORASTREAM_INSTANCE_ID"), help="static group membership id")
-    serve.add_argument("--max-inflight", type=int, default=256)
-    serve.add_argument("--max-batch-size", type=int, default=64)
-    serve.add_argument("--chunk-flush-ms", type=float, default=20.0)
-    serve.add_argument("--request-partitions", type=int, default=8)
+    serve.add_argument(
+        "--max-inflight", type=int, default=None,
+        help=f"admitted, unanswered requests; above it intake pauses until 3/4 of it (default {serve_default('max_inflight')})",
+    )
+    serve.add_argument("--max-batch-size", type=int, default=None, help=f"(default {engine_default('max_batch_size')})")
+    serve.add_argument("--chunk-flush-ms", type=float, default=None, help=f"(default {serve_default('chunk_flush_ms')})")
+    serve.add_argument("--request-partitions", type=int, default=None, help=f"(default {serve_default('request_partitions')})")
     serve.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on this port")
     lane = serve.add_argument_group("delivery boundaries")
     lane.add_argument(
@@ -105,11 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lane.add_argument(
         "--dead-letter-max-kb", type=float, default=None,
-        help="keep a refused record whole in its dead letter up to this size, else its head, size and SHA-256 (default 512)",
+        help="keep a refused record whole in its dead letter up to this size, else its head, size and SHA-256"
+        f" (default {serve_default('dead_letter_max_original_bytes') // 1024})",
     )
     lane.add_argument(
         "--commit-stall-s", type=float, default=None,
-        help="a partition with lag whose commit has not moved this long turns /readyz false (default 120)",
+        help=f"a partition with lag whose commit has not moved this long turns /readyz false (default {serve_default('commit_stall_s'):g})",
     )
     kafka_options(serve)
 
@@ -118,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create or list lorastream topics", description="Create (idempotent), list or delete the topics.")
     topics.add_argument("action", choices=["create", "list", "delete"])
-    topics.add_argument("--request-partitions", type=int, default=8)
+    topics.add_argument("--request-partitions", type=int, default=None, help="(default: as `serve` creates them)")
     kafka_options(topics)
 
     send = sub.add_parser("send", help="send one prompt and print tokens as they stream", description="Send one prompt; print the streamed tokens and the final usage.")
@@ -131,8 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--max-records", type=int, default=None, help="exit after this many records")
     kafka_options(tail)
 
-    demo = sub.add_parser("demo", help="embedded broker + service on a tiny model with two adapters", description="Build a tiny model and two adapters, start the embedded broker and the service, stream answers from the base and both adapters.")
-    demo.add_argument("--workdir", default="demo-out")
+    demo = sub.add_parser(
+        "demo", help="the land's base and three adapters, answering side by side through the embedded broker",
+        description="Build once (cached) the land's pretrained base and three task adapters, start the embedded broker"
+        " and an inference consumer, stream one answer, then show the same prompts answered by the base and each adapter.",
+    )
+    demo.add_argument(
+        "--workdir", default=None,
+        help="cache of the base and the demo's adapters (default: the one `lorastream land` uses, under .cache/)",
+    )
     demo.add_argument("--max-new-tokens", type=int, default=24)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON + PNG plot)", description="Run a benchmark and write its JSON and plot.")
@@ -143,18 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parsers(sub, kafka_options)
 
-    from land import add_land_parsers
+    from cli.land_commands import add_land_parsers
 
     add_land_parsers(sub, kafka_options)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libraries()  # before anything imports transformers, here and in the processes we start
     args = build_parser().parse_args(argv)
     from cli import commands
-    from cli.logs import configure
 
-    configure(args.log_level)
+    configure(args.log_level or ("INFO" if args.command in SERVICE_COMMANDS else "WARNING"), args.log_format)
 
     handler = getattr(args, "handler", None) or getattr(commands, f"cmd_{args.command.replace('-', '_')}")
     try:

@@ -210,8 +210,9 @@ def dataset_roots(flags: list[str] | None, env: str | None) -> tuple[str, ...]:
 
 
 def cmd_train_worker(args: argparse.Namespace) -> int:
-    from consumers.training.jobs import TrainWorkerConfig
+    from consumers.training.config import TrainWorkerConfig
     from consumers.training.worker import TrainingWorker
+    from streamer.transport.kafka import KafkaTransport
 
     config = TrainWorkerConfig(
         base_model_path=os.path.abspath(args.model),
@@ -230,7 +231,11 @@ def cmd_train_worker(args: argparse.Namespace) -> int:
         max_dataset_bytes=args.max_dataset_bytes,
         max_dataset_rows=args.max_dataset_rows,
     )
-    worker = TrainingWorker(kafka_config(args), TopicNames(args.topic_prefix), config)
+    from land import builtin_train_file
+
+    worker = TrainingWorker(
+        KafkaTransport(kafka_config(args)), TopicNames(args.topic_prefix), config, builtin_tasks=builtin_train_file
+    )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

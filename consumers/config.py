@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from streamer.send_policy import RetryPolicy
+from streamer.retry import SEND_RETRY, RetryPolicy
 from schemas.deadletter import DEFAULT_DEAD_LETTER_ORIGINAL_BYTES
 
 
@@ -18,7 +18,7 @@ class ServeConfig:
     group_instance_id: str | None = None  # static membership: a restart within the session timeout keeps partitions
     consumer_id: str | None = None  # named in answers' served_by; default: instance id or host-pid
     max_inflight: int = 256  # requests admitted but not yet answered; above it the partitions pause
-    resume_below: int = 192  # low-water mark: partitions resume when in-flight drops below it
+    resume_below: int | None = None  # partitions resume when in-flight drops below it; None: 3/4 of max_inflight
     max_fetch_records: int = 256
     chunk_flush_ms: float = 20.0  # a TokenChunk holds tokens at most this long…
     chunk_max_tokens: int = 16  # …or until it has this many
@@ -31,7 +31,7 @@ class ServeConfig:
     reply_topic_pattern: str | None = None  # glob of topics answers may go to; None: "<prefix>.replies.*"
     dead_letter_max_original_bytes: int = DEFAULT_DEAD_LETTER_ORIGINAL_BYTES  # longer originals are truncated
     commit_stall_s: float = 120.0  # a partition with lag whose commit has not moved this long: not ready
-    send_retry: RetryPolicy = field(default_factory=RetryPolicy)  # transient send failures only
+    send_retry: RetryPolicy = SEND_RETRY  # transient send failures only
 
     @property
     def served_by(self) -> str:
@@ -42,6 +42,8 @@ class ServeConfig:
             raise ValueError("group_id must not be empty")
         if self.max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
+        if self.resume_below is None:  # derived here, once: frozen, so set through object
+            object.__setattr__(self, "resume_below", self.max_inflight * 3 // 4)
         if not 0 <= self.resume_below <= self.max_inflight:
             raise ValueError("resume_below must be within [0, max_inflight]")
         if self.max_fetch_records < 1:

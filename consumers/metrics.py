@@ -1,19 +1,21 @@
 """Prometheus metrics (per-adapter labels) and the HTTP endpoint for /metrics, /healthz, /readyz.
 
 Each service owns a `Metrics` with its own registry, so several services in one process (tests,
-the demo) never collide on metric names.
+the demo) never collide on metric names. prometheus_client serves /metrics (content negotiation,
+gzip, OpenMetrics); two plain routes beside it answer the probes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import concurrent.futures
+import socket
+import threading
 from collections.abc import Callable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-log = logging.getLogger(__name__)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 BASE_LABEL = "__base__"
 UNRESOLVED_LABEL = "__unresolved__"  # every adapter id the engine could not resolve shares this label
@@ -76,51 +78,83 @@ def adapter_label(adapter_id: str | None, resolved: bool) -> str:
 
 
 class HealthServer:
-    """A small HTTP/1.1 server: GET /metrics, /healthz (alive), /readyz (consuming)."""
+    """GET /metrics (prometheus_client's WSGI app), /healthz (alive), /readyz (consuming).
+
+    Served by a threading WSGI server on its own thread. `is_ready` runs on the event loop that
+    called `start` (where the service's state lives); a loop that does not answer within
+    READY_TIMEOUT_S makes /readyz 503.
+    """
+
+    READY_TIMEOUT_S = 2.0
 
     def __init__(self, metrics: Metrics, is_ready: Callable[[], bool], host: str, port: int) -> None:
-        self._metrics = metrics
+        self._metrics_app = make_wsgi_app(metrics.registry)
         self._is_ready = is_ready
         self._host, self._port = host, port
-        self._server: asyncio.base_events.Server | None = None
+        self._server: ThreadingWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port(self) -> int:
         if self._server is None:
             return self._port
-        return self._server.sockets[0].getsockname()[1]
+        return self._server.server_address[1]
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self._host, self._port)
+        self._loop = asyncio.get_running_loop()
+        server_class = _IPv6Server if ":" in self._host else ThreadingWSGIServer
+        self._server = make_server(self._host, self._port, self._app, server_class, handler_class=_QuietHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+        self._thread.start()
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._server is None:
+            return
+        await asyncio.to_thread(self._server.shutdown)
+        self._server.server_close()
+        self._server = None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            parts = request_line.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            status, body, ctype = self._route(path)
-            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, ConnectionError) as exc:
-            log.debug("health endpoint: %r", exc)
-        finally:
-            writer.close()
-
-    def _route(self, path: str) -> tuple[str, bytes, str]:
+    def _app(self, environ: dict, start_response: Callable):
+        path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            return "200 OK", self._metrics.render(), CONTENT_TYPE_LATEST
+            return self._metrics_app(environ, start_response)
         if path == "/healthz":
-            return "200 OK", b"ok\n", "text/plain"
+            return _plain(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
-            if self._is_ready():
-                return "200 OK", b"ready\n", "text/plain"
-            return "503 Service Unavailable", b"not ready\n", "text/plain"
-        return "404 Not Found", b"not found\n", "text/plain"
+            if self._ready():
+                return _plain(start_response, "200 OK", b"ready\n")
+            return _plain(start_response, "503 Service Unavailable", b"not ready\n")
+        return _plain(start_response, "404 Not Found", b"not found\n")
+
+    def _ready(self) -> bool:
+        """`is_ready()` evaluated on the service's loop; False when the loop is gone or stuck."""
+        answer: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+        def ask() -> None:
+            try:
+                answer.set_result(bool(self._is_ready()))
+            except Exception as exc:  # a broken probe reads as not ready, never as a 500
+                answer.set_exception(exc)
+
+        try:
+            self._loop.call_soon_threadsafe(ask)
+            return answer.result(timeout=self.READY_TIMEOUT_S)
+        except Exception:
+            return False
+
+
+def _plain(start_response: Callable, status: str, body: bytes) -> list[bytes]:
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per probe or scrape."""
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+class _IPv6Server(ThreadingWSGIServer):
+    address_family = socket.AF_INET6

@@ -1,4 +1,4 @@
-"""Process wiring for `lorastream serve`: engine runner + inference service + signals."""
+"""Process wiring for `lorastream serve`: engine engine + inference service + signals."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import logging
 import signal
 
 from consumers.config import ServeConfig
-from consumers.inference import InferenceService, Runner
+from consumers.inference import InferenceService, EngineHandle
+from streamer.transport.kafka import KafkaTransport
 from streamer import KafkaConfig, TopicNames
 
 log = logging.getLogger(__name__)
 
 
-def build_runner(
+def build_engine_thread(
     *,
     model_path: str,
     adapter_root: str | None,
@@ -22,14 +23,14 @@ def build_runner(
     device: str = "auto",
     max_batch_size: int = 64,
     **engine_options,
-) -> Runner:
-    """Load the model (this takes a while) and return the engine's step-loop runner.
+) -> EngineHandle:
+    """Load the model (this takes a while) and return the engine's step-loop engine.
 
     `engine_options`: any other EngineConfig field (cache budgets, S3 endpoint, fairness, ...).
     """
     from gpu_engine.config import EngineConfig
     from gpu_engine.engine import Engine
-    from gpu_engine.runner import EngineRunner
+    from gpu_engine.engine_thread import EngineThread
 
     config = EngineConfig(
         model_path=model_path,
@@ -40,14 +41,14 @@ def build_runner(
         max_batch_size=max_batch_size,
         **engine_options,
     )
-    return EngineRunner(Engine(config))
+    return EngineThread(Engine(config))
 
 
 async def serve_forever(
-    kafka: KafkaConfig, topics: TopicNames, config: ServeConfig, runner: Runner
+    kafka: KafkaConfig, topics: TopicNames, config: ServeConfig, engine: EngineHandle
 ) -> None:
     """Serve until SIGINT/SIGTERM, then stop intake, drain, commit and leave the group."""
-    service = InferenceService(kafka, topics, config, runner)
+    service = InferenceService(KafkaTransport(kafka), topics, config, engine)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)

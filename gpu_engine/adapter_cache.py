@@ -33,8 +33,8 @@ from gpu_engine.host_cache import TIER as HOST_TIER
 from gpu_engine.host_cache import HostCache
 from gpu_engine.lora_bank import LoraBank
 from gpu_engine.model_spec import ModelSpec
-from gpu_engine.segments import SlotKey
-from gpu_engine.sequence import AdapterKey, Sequence
+from gpu_engine.segments import BankSlot
+from gpu_engine.seq_state import AdapterKey, SeqState
 from gpu_engine.store import AdapterBounds, AdapterStore
 
 STORE_TIER = "store"  # where a request's adapter was when it arrived, if in neither memory tier
@@ -73,10 +73,10 @@ class AdapterCache:
         self._done: list[tuple[AdapterKey, EngineError | None]] = []  # loads ended since begin_step
         self._invalidated: set[str] = set()  # ids with a new version or retired since begin_step
         # engine-thread state
-        self._waiting: dict[AdapterKey, dict[str, Sequence]] = {}  # accepted, not admitted
+        self._waiting: dict[AdapterKey, dict[str, SeqState]] = {}  # accepted, not admitted
         self._blocked: set[AdapterKey] = set()  # versions whose load the waiting sequences await
         self._num_blocked = 0  # waiting sequences of blocked versions
-        self._refused: dict[str, tuple[Sequence, EngineError]] = {}  # by admit, to answer after schedule
+        self._refused: dict[str, tuple[SeqState, EngineError]] = {}  # by admit, to answer after schedule
         self._held: set[AdapterKey] = set()  # kept resident by load_adapter(hold=True)
 
     # --- any thread ------------------------------------------------------------------------
@@ -151,7 +151,7 @@ class AdapterCache:
         ]
         return min(deadlines, default=None)
 
-    def accept(self, seq: Sequence) -> None:
+    def accept(self, seq: SeqState) -> None:
         """Start waiting for the sequence's adapter; raises the error of a recent failed load of it."""
         key, ref = seq.adapter_key, seq.adapter_ref
         if key is None:
@@ -173,7 +173,7 @@ class AdapterCache:
         if key in self._blocked:
             self._num_blocked += 1
 
-    def admit(self, seq: Sequence) -> bool:
+    def admit(self, seq: SeqState) -> bool:
         """Give the sequence its device slot (pinned) if it can run now; see the module docstring."""
         key = seq.adapter_key
         if key is None:
@@ -185,28 +185,28 @@ class AdapterCache:
                 return False
         self._leave_waiting(seq)
         self.host.unpin(key)
-        seq.lora_key = slot
+        seq.bank_slot = slot
         return True
 
-    def take_refused(self) -> list[tuple[Sequence, EngineError]]:
+    def take_refused(self) -> list[tuple[SeqState, EngineError]]:
         """Sequences `admit` found can never run (their load failed, or too large): answer each with the error."""
         refused = list(self._refused.values())
         self._refused.clear()
         return refused
 
-    def release(self, seq: Sequence) -> None:
+    def release(self, seq: SeqState) -> None:
         """The sequence ended (finished, cancelled, failed, expired): drop its pin. Idempotent."""
         key = seq.adapter_key
         if key is None:
             return
-        if seq.lora_key is not None:
-            seq.lora_key = None
+        if seq.bank_slot is not None:
+            seq.bank_slot = None
             self.device.release(key)
         elif seq.request_id in self._waiting.get(key, ()):
             self._leave_waiting(seq)
             self.host.unpin(key)
 
-    def begin_step(self) -> list[tuple[Sequence, EngineError]]:
+    def begin_step(self) -> list[tuple[SeqState, EngineError]]:
         """Apply ended loads and invalidations; returns the waiting sequences whose load failed."""
         with self._lock:
             done, self._done = self._done, []
@@ -226,7 +226,7 @@ class AdapterCache:
             self.device.invalidate(stale)
         return failed
 
-    def load_now(self, ref: AdapterRef, hold: bool, timeout_s: float | None = None) -> SlotKey:
+    def load_now(self, ref: AdapterRef, hold: bool, timeout_s: float | None = None) -> BankSlot:
         """Load `ref` into the device tier, blocking; `hold` keeps it resident (pinned) until it is
         superseded or retired. Raises the load's EngineError, or AdapterUnavailableError if it
         cannot fit."""
@@ -251,7 +251,7 @@ class AdapterCache:
             self.device.release(key)
         return slot
 
-    def _place(self, seq: Sequence) -> SlotKey | None:
+    def _place(self, seq: SeqState) -> BankSlot | None:
         """Copy the sequence's adapter from the host tier into a device slot; None if it cannot now."""
         key, ref = seq.adapter_key, seq.adapter_ref
         if key in self._blocked:
@@ -292,7 +292,7 @@ class AdapterCache:
         self._blocked.add(key)
         self._num_blocked += len(self._waiting.get(key, ()))
 
-    def _leave_waiting(self, seq: Sequence) -> None:
+    def _leave_waiting(self, seq: SeqState) -> None:
         key = seq.adapter_key
         waiting = self._waiting[key]
         del waiting[seq.request_id]

@@ -27,7 +27,7 @@ from gpu_engine.adapters import LoraAdapter, LoraWeights
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.errors import AdapterUnavailableError, EngineError
 from gpu_engine.host_cache import TIER, HostCache
-from gpu_engine.sequence import AdapterKey
+from gpu_engine.seq_state import AdapterKey
 from gpu_engine.store import AdapterStore
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,7 @@ from re import _parser as sre_parse
 
 import re2
 
-from gpu_engine.errors import AdapterInvalidError
-from gpu_engine.types import EngineErrorCode
+from gpu_engine.errors import AdapterInvalidError, AdapterPatternUnsafeError
 
 MAX_PATTERN_KEYS = 1024  # keys per rank_pattern / alpha_pattern
 MAX_PATTERN_CHARS = 256  # per key; PEFT keys are module names or short suffix patterns
@@ -37,12 +36,6 @@ _ANCHORS = {
     sre.AT_BEGINNING: "^", sre.AT_BEGINNING_STRING: r"\A", sre.AT_END: "$", sre.AT_END_STRING: r"\z",
     sre.AT_BOUNDARY: r"\b", sre.AT_NON_BOUNDARY: r"\B",
 }
-
-
-class AdapterPatternUnsafeError(AdapterInvalidError):
-    """A rank_pattern/alpha_pattern key that cannot be matched in linear time (or is too long, or too many)."""
-
-    code = EngineErrorCode.ADAPTER_PATTERN_UNSAFE
 
 
 class _Unsafe(Exception):

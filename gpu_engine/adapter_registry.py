@@ -1,6 +1,6 @@
 """AdapterRegistry: which version of each adapter new requests get. Thread-safe.
 
-Fed by the registry listener (consumers/inference/registry.py) through `register`/`retire`. An id never
+Fed by the registry listener (consumers/inference/adapters_topic.py) through `register`/`retire`. An id never
 registered resolves to `AdapterRef(id)`, version 0, looked up in the configured store; a retired
 id resolves to nothing (ADAPTER_NOT_FOUND) until it is registered again.
 """
@@ -12,7 +12,7 @@ import threading
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapters import check_adapter_id
 from gpu_engine.errors import AdapterNotFoundError
-from gpu_engine.sequence import AdapterKey
+from gpu_engine.seq_state import AdapterKey
 
 
 class AdapterRegistry:

@@ -23,7 +23,7 @@ class SeqChunk:
 
     row_start: int
     num_rows: int
-    slot: int
+    kv_slot: int
     start_pos: int
 
 
@@ -40,15 +40,15 @@ class AttentionPlan:
     """Index tensors and masks for one step, built once and shared by every layer."""
 
     def __init__(
-        self, chunks: Sequence[SeqChunk], windows: Sequence[int | None], cache: KVCache, device: torch.device
+        self, chunks: Sequence[SeqChunk], windows: Sequence[int | None], kv_cache: KVCache, device: torch.device
     ) -> None:
         slots, positions = [], []
         for c in chunks:
-            slots += [c.slot] * c.num_rows
+            slots += [c.kv_slot] * c.num_rows
             positions += range(c.start_pos, c.start_pos + c.num_rows)
         slot_ids = torch.tensor(slots, dtype=torch.long, device=device)  # [T]
         position_ids = torch.tensor(positions, dtype=torch.long, device=device)  # [T]
-        self.cache_rows = cache.row_index(slot_ids, position_ids)  # [T * KVH]
+        self.kv_rows = kv_cache.row_index(slot_ids, position_ids)  # [T * KVH]
         decodes = [c for c in chunks if c.num_rows == 1]
         self.prefills = [c for c in chunks if c.num_rows > 1]
         self.prefill_masks: dict[tuple[int, int | None], torch.Tensor | None] = {}
@@ -63,11 +63,11 @@ class AttentionPlan:
         self.num_decodes = len(decodes)
         if not decodes:
             return
-        self.slot_lo = min(c.slot for c in decodes)
-        slot_hi = max(c.slot for c in decodes)
+        self.slot_lo = min(c.kv_slot for c in decodes)
+        slot_hi = max(c.kv_slot for c in decodes)
         num_range = slot_hi - self.slot_lo + 1
         rows = [c.row_start for c in decodes]
-        offsets = [c.slot - self.slot_lo for c in decodes]
+        offsets = [c.kv_slot - self.slot_lo for c in decodes]
         self.decode_dense = num_range == len(decodes) and offsets == list(range(num_range)) and rows == list(
             range(rows[0], rows[0] + num_range)
         )
@@ -84,18 +84,18 @@ class AttentionPlan:
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache, layer: int, plan: AttentionPlan,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: KVCache, layer: int, plan: AttentionPlan,
     window: int | None,
 ) -> torch.Tensor:
     """q: [T, H, D], k/v: [T, KVH, D] (rotary applied) -> attention output [T, H, D].
 
     Writes k/v into the cache first, so every query sees its own token.
     """
-    cache.write(layer, plan.cache_rows, k, v)
+    kv_cache.write(layer, plan.kv_rows, k, v)
     num_heads, num_kv_heads = q.shape[1], k.shape[1]
     gqa = num_heads != num_kv_heads
     out = torch.empty_like(q)
-    k_layer, v_layer = cache.k[layer], cache.v[layer]  # [S, KVH, L, D]
+    k_layer, v_layer = kv_cache.k[layer], kv_cache.v[layer]  # [S, KVH, L, D]
     if plan.num_decodes:
         lo, hi = plan.slot_lo, plan.slot_lo + plan.decode_num_range
         keys = k_layer[lo:hi, :, : plan.decode_len]  # [R, KVH, K, D], a view
@@ -116,8 +116,8 @@ def attend(
     for i, c in enumerate(plan.prefills):
         end = c.start_pos + c.num_rows
         q_chunk = q[c.row_start : c.row_start + c.num_rows].transpose(0, 1)[None]  # [1, H, n, D]
-        keys = k_layer[c.slot : c.slot + 1, :, :end]  # [1, KVH, end, D]
-        values = v_layer[c.slot : c.slot + 1, :, :end]
+        keys = k_layer[c.kv_slot : c.kv_slot + 1, :, :end]  # [1, KVH, end, D]
+        values = v_layer[c.kv_slot : c.kv_slot + 1, :, :end]
         mask = plan.prefill_masks[(i, window)]
         o = F.scaled_dot_product_attention(
             q_chunk, keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa

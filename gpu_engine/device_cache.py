@@ -17,8 +17,8 @@ from gpu_engine.adapters import LoraAdapter
 from gpu_engine.byte_lru import ByteLRU
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.lora_bank import LoraBank
-from gpu_engine.segments import SlotKey
-from gpu_engine.sequence import AdapterKey
+from gpu_engine.segments import BankSlot
+from gpu_engine.seq_state import AdapterKey
 
 TIER = "device"
 _MAX_RESERVED_SLOTS = 4096
@@ -27,7 +27,7 @@ _MAX_RESERVED_SLOTS = 4096
 class DeviceCache:
     def __init__(self, bank: LoraBank, max_bytes: int | None, stats: CacheStats) -> None:
         self.bank = bank
-        self._lru: ByteLRU[AdapterKey, tuple[SlotKey, int]] = ByteLRU(max_bytes)  # value: (slot, bytes)
+        self._lru: ByteLRU[AdapterKey, tuple[BankSlot, int]] = ByteLRU(max_bytes)  # value: (slot, bytes)
         self._lock = threading.Lock()
         self._stats = stats
 
@@ -62,7 +62,7 @@ class DeviceCache:
         entry = self._lru.peek(key)
         return 0 if entry is None else entry[1]
 
-    def acquire(self, key: AdapterKey) -> SlotKey | None:
+    def acquire(self, key: AdapterKey) -> BankSlot | None:
         """Pin a resident adapter and return its slot (a hit); None when it is not resident."""
         with self._lock:
             entry = self._lru.get(key)
@@ -77,7 +77,7 @@ class DeviceCache:
         with self._lock:
             return self._lru.can_fit(num_bytes)
 
-    def insert(self, key: AdapterKey, adapter: LoraAdapter, stale: bool = False) -> SlotKey:
+    def insert(self, key: AdapterKey, adapter: LoraAdapter, stale: bool = False) -> BankSlot:
         """Copy a host adapter into a slot, evicting LRU unpinned ones first; returns it pinned (a miss).
 
         Check `can_fit` first: pinned slots are never evicted, so the budget could be exceeded.
@@ -110,7 +110,7 @@ class DeviceCache:
             evicted = self._lru.invalidate(predicate)
         self._remove(evicted)
 
-    def _remove(self, evicted: list[tuple[AdapterKey, tuple[SlotKey, int]]]) -> None:
+    def _remove(self, evicted: list[tuple[AdapterKey, tuple[BankSlot, int]]]) -> None:
         for _, (slot, num_bytes) in evicted:
             self.bank.remove(slot)
             self._stats.evict(TIER, num_bytes)

@@ -31,11 +31,11 @@ from gpu_engine.lora_ops import choose_backend
 from gpu_engine.model_loader import load_base_model
 from gpu_engine.sampler import make_generator
 from gpu_engine.scheduler import Scheduler
-from gpu_engine.segments import SlotKey
-from gpu_engine.sequence import Sequence
+from gpu_engine.segments import BankSlot
+from gpu_engine.seq_state import SeqState
 from gpu_engine.step_runner import run_step
 from gpu_engine.store import open_store
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest
+from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _Arrival:
 class _Active:
     """A request the engine has accepted: its sequence, text state and random generator."""
 
-    seq: Sequence
+    seq: SeqState
     detokenizer: IncrementalDetokenizer
     generator: torch.Generator | None
 
@@ -72,18 +72,18 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
         self.spec = self.model.spec
         self.max_model_len = self.model.max_model_len
-        self.cache = KVCache(self.spec, config.max_batch_size, self.max_model_len, self.model.dtype, self.model.device)
+        self.kv_cache = KVCache(self.spec, config.max_batch_size, self.max_model_len, self.model.dtype, self.model.device)
         self.bank = LoraBank(self.spec, self.model.dtype, self.model.device)
         self.lora_backend = choose_backend(config.lora_backend, self.model.device)
         logger.info(
             "engine ready: %s on %s, %d KV slots x %d positions (%.1f MiB), LoRA backend %s",
             self.spec.arch, self.model.device, config.max_batch_size, self.max_model_len,
-            self.cache.num_bytes / 2**20, self.lora_backend,
+            self.kv_cache.num_bytes / 2**20, self.lora_backend,
         )
         self.cache_stats = CacheStats()
         self._changed = threading.Condition()  # guards the inbox and aborts; notified when work may be runnable
         self._wakeup_listeners: list[Callable[[], None]] = []
-        self.adapters = AdapterCache(
+        self.adapter_cache = AdapterCache(
             config, self.spec, self.bank, open_store(config, self.cache_stats), self.cache_stats, self._wake
         )
         self._scheduler = Scheduler(
@@ -91,7 +91,7 @@ class Engine:
             config.max_step_tokens,
             max_adapters_per_step=config.max_adapters_per_step,
             fairness=config.fairness,
-            admit=self.adapters.admit,
+            admit=self.adapter_cache.admit,
         )
         self._active: dict[str, _Active] = {}
         self._eos_ids = frozenset(self.spec.eos_token_ids)
@@ -113,8 +113,8 @@ class Engine:
         adapter_ref = error = tier = None
         if request.adapter_id is not None:
             try:
-                adapter_ref = self.adapters.resolve(request.adapter_id)
-                tier = self.adapters.prefetch(adapter_ref)
+                adapter_ref = self.adapter_cache.resolve(request.adapter_id)
+                tier = self.adapter_cache.prefetch(adapter_ref)
             except EngineError as exc:
                 error = exc
         with self._changed:
@@ -130,16 +130,16 @@ class Engine:
     def register_adapter(self, ref: AdapterRef) -> None:
         """A new version of `ref.adapter_id`: requests from now on get it (its load starts now);
         running requests finish on the version they started with, which then leaves the cache."""
-        self.adapters.register(ref)
+        self.adapter_cache.register(ref)
 
     def retire_adapter(self, adapter_id: str) -> None:
         """The adapter was deleted: later requests get ADAPTER_NOT_FOUND; running ones finish."""
-        self.adapters.retire(adapter_id)
+        self.adapter_cache.retire(adapter_id)
 
     def prefetch(self, adapter_id: str) -> None:
         """Start loading an adapter's current version into the host tier (no-op when resident)."""
         try:
-            self.adapters.prefetch(self.adapters.resolve(adapter_id))
+            self.adapter_cache.prefetch(self.adapter_cache.resolve(adapter_id))
         except EngineError:
             pass  # a request for it gets the error
 
@@ -170,15 +170,15 @@ class Engine:
             if self._inbox or self._aborts:
                 return True
         scheduler = self._scheduler
-        if scheduler.num_running or self.adapters.has_news() or scheduler.num_waiting > self.adapters.num_blocked:
+        if scheduler.num_running or self.adapter_cache.has_news() or scheduler.num_waiting > self.adapter_cache.num_blocked:
             return True
-        deadline = self.adapters.next_blocked_deadline()
+        deadline = self.adapter_cache.next_blocked_deadline()
         return deadline is not None and deadline <= time.time()
 
     def idle_timeout_s(self) -> float | None:
         """How long an idle runner may sleep: until the earliest deadline of a request whose
         adapter is still loading (None: until woken)."""
-        deadline = self.adapters.next_blocked_deadline()
+        deadline = self.adapter_cache.next_blocked_deadline()
         return None if deadline is None else max(0.0, deadline - time.time())
 
     def drop_all(self) -> None:
@@ -187,16 +187,16 @@ class Engine:
             self._inbox, self._aborts = [], []
         for active in list(self._active.values()):
             self._release(active)
-        self.adapters.take_refused()
+        self.adapter_cache.take_refused()
 
-    def load_adapter(self, adapter_id: str, hold: bool = True) -> SlotKey:
+    def load_adapter(self, adapter_id: str, hold: bool = True) -> BankSlot:
         """Load an adapter's current version onto the device now, blocking; returns its slot.
 
         `hold` keeps it resident (never evicted) until a new version is registered or it is
         retired. Raises the load's EngineError (AdapterNotFoundError, AdapterInvalidError, ...).
         Call it before the runner starts or from the engine thread.
         """
-        return self.adapters.load_now(self.adapters.resolve(adapter_id), hold)
+        return self.adapter_cache.load_now(self.adapter_cache.resolve(adapter_id), hold)
 
     def step(self) -> list[GenerationEvent]:
         if not self.has_runnable_work():
@@ -206,7 +206,7 @@ class Engine:
             inbox, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, []
         events = [event for arrival in inbox if (event := self._accept(arrival)) is not None]
-        for seq, error in self.adapters.begin_step():
+        for seq, error in self.adapter_cache.begin_step():
             events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
         for request_id in aborts:
             active = self._active.get(request_id)
@@ -215,7 +215,7 @@ class Engine:
         for seq in self._scheduler.take_expired():
             events.append(self._finish(self._active[seq.request_id], FinishReason.EXPIRED, ()))
         chunks = self._scheduler.schedule()
-        for seq, error in self.adapters.take_refused():
+        for seq, error in self.adapter_cache.take_refused():
             events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
         if not chunks:
             return events
@@ -225,7 +225,7 @@ class Engine:
             logger.exception("engine step failed")
             for chunk in chunks:
                 active = self._active[chunk.seq.request_id]
-                events.append(self._error(active.seq.request, EngineErrorCode.INTERNAL, repr(exc), active))
+                events.append(self._error(active.seq.request, EngineError.code, repr(exc), active))
             return events
         for seq, token_id in sampled:
             events.append(self._on_token(self._active[seq.request_id], token_id))
@@ -234,7 +234,7 @@ class Engine:
     def _accept(self, arrival: _Arrival) -> GenerationEvent | None:
         request = arrival.request
         if request.request_id in self._active:
-            return self._error(request, EngineErrorCode.INVALID_PARAMS, "duplicate request_id")
+            return self._error(request, RequestInvalidError.code, "duplicate request_id")
         try:
             if arrival.error is not None:
                 raise arrival.error
@@ -245,14 +245,14 @@ class Engine:
                 raise PromptTooLongError(f"prompt has {len(prompt_ids)} tokens; max_model_len is {self.max_model_len}")
             generator = make_generator(request.sampling, self.model.device)
             detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
-            seq = Sequence.from_prompt(request, prompt_ids, adapter_ref=arrival.adapter_ref)
+            seq = SeqState.from_prompt(request, prompt_ids, adapter_ref=arrival.adapter_ref)
             seq.adapter_tier = arrival.adapter_tier
-            self.adapters.accept(seq)  # last: nothing after it can fail and leave its pin behind
+            self.adapter_cache.accept(seq)  # last: nothing after it can fail and leave its pin behind
         except EngineError as exc:
             return self._error(request, exc.code, str(exc))
         except Exception as exc:
             logger.exception("accepting request %s failed", request.request_id)
-            return self._error(request, EngineErrorCode.INTERNAL, repr(exc))
+            return self._error(request, EngineError.code, repr(exc))
         self._active[request.request_id] = _Active(seq, detokenizer, generator)
         self._scheduler.add(seq)
         return None
@@ -291,7 +291,7 @@ class Engine:
         )
 
     def _error(
-        self, request: GenerationRequest, code: EngineErrorCode, message: str, active: _Active | None = None
+        self, request: GenerationRequest, code: str, message: str, active: _Active | None = None
     ) -> GenerationEvent:
         prompt_tokens = completion_tokens = 0
         tier = None
@@ -312,5 +312,5 @@ class Engine:
     def _release(self, active: _Active) -> None:
         """The one way out for an accepted request: frees its KV slot and unpins its adapter."""
         self._scheduler.finish(active.seq)
-        self.adapters.release(active.seq)
+        self.adapter_cache.release(active.seq)
         del self._active[active.seq.request_id]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from gpu_engine.adapters import LoraAdapter
 from gpu_engine.byte_lru import ByteLRU
 from gpu_engine.cache_stats import CacheStats
-from gpu_engine.sequence import AdapterKey
+from gpu_engine.seq_state import AdapterKey
 
 TIER = "host"
 

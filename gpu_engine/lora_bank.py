@@ -17,7 +17,7 @@ import torch
 
 from gpu_engine.adapters import LoraAdapter
 from gpu_engine.model_spec import ModelSpec
-from gpu_engine.segments import SlotKey
+from gpu_engine.segments import BankSlot
 
 _INITIAL_CAPACITY = 4
 
@@ -56,7 +56,7 @@ class LoraBank:
         if bucket.capacity < capacity:
             self._grow(bucket, capacity)
 
-    def add(self, adapter: LoraAdapter) -> SlotKey:
+    def add(self, adapter: LoraAdapter) -> BankSlot:
         """Copy the adapter into a free slot (asynchronously from pinned host memory on CUDA)."""
         bucket = self._bucket(adapter.rank)
         if not bucket.free_slots:
@@ -72,7 +72,7 @@ class LoraBank:
         bucket.targets[slot] = frozenset(adapter.weights)
         return (adapter.rank, slot)
 
-    def remove(self, key: SlotKey) -> None:
+    def remove(self, key: BankSlot) -> None:
         rank, slot = key
         bucket = self.buckets[rank]
         for target in bucket.targets[slot]:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gpu_engine.fairness import Tenant, VirtualTokenCounters, service_cost
-from gpu_engine.sequence import Sequence
+from gpu_engine.seq_state import SeqState
 from gpu_engine.slots import SlotAllocator
 
 FAIRNESS_POLICIES = ("vtc", "fifo")
@@ -31,7 +31,7 @@ FAIRNESS_POLICIES = ("vtc", "fifo")
 class ScheduledChunk:
     """Feed `num_tokens` of `seq`'s pending tokens this step."""
 
-    seq: Sequence
+    seq: SeqState
     num_tokens: int
 
     @property
@@ -40,7 +40,7 @@ class ScheduledChunk:
         return self.num_tokens == self.seq.num_pending
 
 
-def adapter_key(seq: Sequence) -> Tenant:
+def tenant_of(seq: SeqState) -> Tenant:
     """The fairness tenant of a sequence: its adapter id (None = the base model)."""
     return seq.request.adapter_id
 
@@ -53,7 +53,7 @@ class Scheduler:
         *,
         max_adapters_per_step: int | None = None,
         fairness: str = "vtc",
-        admit: Callable[[Sequence], bool] | None = None,
+        admit: Callable[[SeqState], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_batch_size < 1 or max_step_tokens < max_batch_size:
@@ -76,14 +76,14 @@ class Scheduler:
         self._arrivals = 0
         # waiting: per-tenant FIFO of (arrival, seq); entries of sequences finished while waiting
         # stay in the deque until they reach its head (lazy removal), `_waiting` says who is live
-        self._queues: dict[Tenant, deque[tuple[int, Sequence]]] = {}
-        self._waiting: dict[str, Sequence] = {}
+        self._queues: dict[Tenant, deque[tuple[int, SeqState]]] = {}
+        self._waiting: dict[str, SeqState] = {}
         self._num_waiting_by: dict[Tenant, int] = {}  # tenants with live waiting work only
-        self._running: dict[str, Sequence] = {}  # admission order
+        self._running: dict[str, SeqState] = {}  # admission order
         self._num_running_by: dict[Tenant, int] = {}  # tenants with running work only
         self._num_running_adapters = 0  # distinct non-None tenants in _running
-        self._deadlines: list[tuple[float, int, Sequence]] = []  # heap over waiting sequences
-        self._expired: dict[str, Sequence] = {}  # past deadline, not yet taken
+        self._deadlines: list[tuple[float, int, SeqState]] = []  # heap over waiting sequences
+        self._expired: dict[str, SeqState] = {}  # past deadline, not yet taken
 
     # --- queries -------------------------------------------------------------------------------
 
@@ -100,8 +100,8 @@ class Scheduler:
         return bool(self._waiting or self._running or self._expired)
 
     @staticmethod
-    def adapter_key(seq: Sequence) -> Tenant:
-        return adapter_key(seq)
+    def tenant_of(seq: SeqState) -> Tenant:
+        return tenant_of(seq)
 
     def counters(self) -> dict[Tenant, float]:
         """Virtual token counter of every tenant seen so far."""
@@ -109,11 +109,11 @@ class Scheduler:
 
     # --- requests in and out ---------------------------------------------------------------
 
-    def add(self, seq: Sequence) -> None:
+    def add(self, seq: SeqState) -> None:
         rid = seq.request_id
         if rid in self._waiting or rid in self._running or rid in self._expired:
             raise ValueError(f"request {rid!r} is already scheduled")
-        tenant = adapter_key(seq)
+        tenant = tenant_of(seq)
         self._vtc.activate(tenant)  # no-op unless the tenant had no work: then its counter is lifted
         arrival = self._arrivals
         self._arrivals += 1
@@ -124,14 +124,14 @@ class Scheduler:
         if deadline is not None:
             heapq.heappush(self._deadlines, (deadline, arrival, seq))
 
-    def finish(self, seq: Sequence) -> None:
+    def finish(self, seq: SeqState) -> None:
         """Drop a sequence, waiting or running, and free its slot."""
         rid = seq.request_id
         if self._running.get(rid) is seq:
             del self._running[rid]
-            self.slots.release(seq.slot)
-            seq.slot = None
-            tenant = adapter_key(seq)
+            self.slots.release(seq.kv_slot)
+            seq.kv_slot = None
+            tenant = tenant_of(seq)
             left = self._num_running_by[tenant] - 1
             if left:
                 self._num_running_by[tenant] = left
@@ -145,7 +145,7 @@ class Scheduler:
         elif self._expired.get(rid) is seq:
             del self._expired[rid]
 
-    def take_expired(self) -> list[Sequence]:
+    def take_expired(self) -> list[SeqState]:
         """Waiting (never admitted) sequences whose deadline has passed, removed from the queue.
 
         The caller answers each with FinishReason.EXPIRED. Costs nothing when no deadline is due.
@@ -208,7 +208,7 @@ class Scheduler:
             if self._admit is not None and not self._admit(seq):
                 continue  # adapter not ready: the tenant sits this step out, others go on
             self._drop_waiting(seq, idle=False)
-            seq.slot = self.slots.allocate()
+            seq.kv_slot = self.slots.allocate()
             self._running[seq.request_id] = seq
             self._num_running_by[tenant] = self._num_running_by.get(tenant, 0) + 1
             if new_adapter:
@@ -218,17 +218,17 @@ class Scheduler:
                 arrival, _ = self._head(tenant)
                 heapq.heappush(heap, (self._vtc[tenant] if vtc else 0.0, arrival, tenant))
 
-    def _add_chunk(self, chunks: list[ScheduledChunk], seq: Sequence, num_tokens: int) -> int:
+    def _add_chunk(self, chunks: list[ScheduledChunk], seq: SeqState, num_tokens: int) -> int:
         """Append a chunk and charge its tenant: prompt tokens fed, plus the token it samples."""
         chunk = ScheduledChunk(seq, num_tokens)
         chunks.append(chunk)
         prompt_tokens = min(num_tokens, max(0, seq.num_prompt_tokens - seq.num_computed))
-        self._vtc.charge(adapter_key(seq), service_cost(prompt_tokens, 1 if chunk.completes else 0))
+        self._vtc.charge(tenant_of(seq), service_cost(prompt_tokens, 1 if chunk.completes else 0))
         return num_tokens
 
     # --- bookkeeping -----------------------------------------------------------------------
 
-    def _head(self, tenant: Tenant) -> tuple[int, Sequence]:
+    def _head(self, tenant: Tenant) -> tuple[int, SeqState]:
         """The oldest live waiting entry of a tenant that has waiting work (drops dead entries)."""
         queue = self._queues[tenant]
         while True:
@@ -237,10 +237,10 @@ class Scheduler:
                 return arrival, seq
             queue.popleft()
 
-    def _drop_waiting(self, seq: Sequence, idle: bool = True) -> None:
+    def _drop_waiting(self, seq: SeqState, idle: bool = True) -> None:
         """Remove a live waiting sequence (lazily from its deque); `idle`: it leaves the scheduler."""
         del self._waiting[seq.request_id]
-        tenant = adapter_key(seq)
+        tenant = tenant_of(seq)
         left = self._num_waiting_by[tenant] - 1
         if left:
             self._num_waiting_by[tenant] = left

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SlotKey = tuple[int, int]  # (rank, slot) of an adapter in the LoRA bank
+BankSlot = tuple[int, int]  # (rank, slot) of an adapter in the LoRA bank
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,12 @@ class BucketRows:
     first_slot: int | None = None
 
 
-def segment_sort_key(key: SlotKey | None) -> tuple[int, int, int]:
+def segment_sort_key(key: BankSlot | None) -> tuple[int, int, int]:
     """Order of sequences in a step: by rank bucket, then slot; base-only sequences last."""
     return (1, 0, 0) if key is None else (0, key[0], key[1])
 
 
-def find_segments(keys: Sequence[SlotKey | None], num_rows: Sequence[int]) -> list[Segment]:
+def find_segments(keys: Sequence[BankSlot | None], num_rows: Sequence[int]) -> list[Segment]:
     """Merge consecutive sequences with the same adapter into segments; base-only rows are skipped.
 
     keys[i] and num_rows[i] describe the i-th sequence of the step, in row order.

@@ -37,8 +37,9 @@ def _corpus(num_sentences: int, seed: int) -> list[str]:
     return lines
 
 
-def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int = 0):
-    """Train a byte-level BPE on a generated corpus; save it as a PreTrainedTokenizerFast."""
+def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int = 0, lines: Sequence[str] | None = None):
+    """Train a byte-level BPE on `lines` (default: a corpus generated from `seed`); save it as a
+    PreTrainedTokenizerFast that adds <s>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -51,7 +52,7 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int =
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(3000, seed), trainer=trainer)
+    tok.train_from_iterator(_corpus(3000, seed) if lines is None else lines, trainer=trainer)
     bos_id = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
     fast = PreTrainedTokenizerFast(

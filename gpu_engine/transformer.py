@@ -34,7 +34,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def forward(
     model: BaseModel,
-    cache: KVCache,
+    kv_cache: KVCache,
     input_ids: torch.Tensor,
     positions: torch.Tensor,
     plan: AttentionPlan,
@@ -58,7 +58,7 @@ def forward(
         k = project(i, "k_proj", x).view(num_rows, spec.num_kv_heads, spec.head_dim)
         v = project(i, "v_proj", x).view(num_rows, spec.num_kv_heads, spec.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        o = attend(q, k, v, cache, i, plan, spec.sliding_windows[i])  # [T, H, D]
+        o = attend(q, k, v, kv_cache, i, plan, spec.sliding_windows[i])  # [T, H, D]
         h = h + project(i, "o_proj", o.reshape(num_rows, -1))
         x = rms_norm(h, layer.post_attention_norm, eps)
         mlp = F.silu(project(i, "gate_proj", x)) * project(i, "up_proj", x)

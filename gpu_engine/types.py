@@ -20,26 +20,6 @@ class FinishReason(str, enum.Enum):
     ERROR = "error"  # see GenerationEvent.error_code
 
 
-class EngineErrorCode(str, enum.Enum):
-    """Closed set of reasons the engine refuses or fails a request."""
-
-    ADAPTER_NOT_FOUND = "adapter_not_found"  # unknown id, retired id, or no such files in the store
-    ADAPTER_INVALID = "adapter_invalid"  # config unreadable / not LoRA / shapes or tensors do not fit
-    ADAPTER_CORRUPT = "adapter_corrupt"  # the safetensors file cannot be parsed, or weights are not finite
-    ADAPTER_MISSING_FILE = "adapter_missing_file"  # adapter_config.json or adapter_model.safetensors absent
-    ADAPTER_BASE_MISMATCH = "adapter_base_mismatch"  # trained for another base (name, layers or shapes)
-    ADAPTER_RANK_TOO_LARGE = "adapter_rank_too_large"  # rank above the server's max_lora_rank
-    ADAPTER_UNSUPPORTED = "adapter_unsupported"  # DoRA, modules_to_save, unknown target modules, ...
-    ADAPTER_CHECKSUM_MISMATCH = "adapter_checksum_mismatch"  # files differ from the registry's checksum
-    ADAPTER_UNAVAILABLE = "adapter_unavailable"  # store unreachable, or too many loads pending (transient)
-    ADAPTER_TOO_LARGE = "adapter_too_large"  # a file of the adapter is over the engine's byte cap
-    ADAPTER_PATH_REFUSED = "adapter_path_refused"  # uri or file outside the configured roots (symlink, other bucket)
-    ADAPTER_PATTERN_UNSAFE = "adapter_pattern_unsafe"  # a rank/alpha pattern with no linear-time match
-    PROMPT_TOO_LONG = "prompt_too_long"
-    INVALID_PARAMS = "invalid_params"
-    INTERNAL = "internal"
-
-
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request decoding controls. temperature == 0 means greedy."""
@@ -88,7 +68,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    error_code: EngineErrorCode | None = None
+    error_code: str | None = None  # the code of the EngineError that ended it (gpu_engine/errors.py)
     error_message: str = ""
     adapter_tier: str | None = None  # final event: where the adapter was on arrival (device, host, store)
 

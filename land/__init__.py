@@ -1,11 +1,12 @@
 """LoRA Land in miniature: tasks, metrics, `lorastream eval` and `lorastream land` (see docs/land.md).
 
 Importing this package is light (no torch, no Kafka client): task specs, the built-in synthetic
-tasks, metrics, and `builtin_train_file`, which the training worker uses to turn a
-`DatasetRef.task` name into a JSONL file.
+tasks, metrics, `builtin_train_file` (which the training worker uses to turn a `DatasetRef.task`
+name into a JSONL file), and `cached_base`, the pretrained base built once per `BaseModelConfig`
+(torch is imported only when it has to be built).
 """
 
-from land.commands import add_land_parsers
+from land.base_model import BaseModelConfig, cached_base
 from land.metrics import (
     answer_text,
     closeness,
@@ -34,6 +35,7 @@ from land.tasks import (
 
 __all__ = [
     "BUILTIN_TASKS",
+    "BaseModelConfig",
     "LandError",
     "Metric",
     "Task",
@@ -42,10 +44,10 @@ __all__ = [
     "TaskNotFound",
     "TaskRow",
     "TaskSpec",
-    "add_land_parsers",
     "answer_text",
     "builtin_task",
     "builtin_train_file",
+    "cached_base",
     "closeness",
     "last_number_match",
     "load_task",

@@ -3,7 +3,10 @@
 A random-weight base knows nothing, so "the adapter beats the base" would be empty. This one
 reads `corpus` (the tasks' words in plain sentences, no task formats) with a BPE tokenizer
 trained on the same text, so its embeddings and attention carry meaning an adapter can reuse.
-The cache folder is named after a fingerprint of the config: change a field, get a new base.
+Pretraining is the engine's own training loop (`gpu_engine.training.optimizer_loop`, the one
+LoRA fine-tunes run): full-parameter AdamW on the packed corpus, the shared warmup + cosine
+schedule decaying to a tenth of the peak, gradients clipped to norm 1. The cache folder is named
+after a fingerprint of the config and `_FORMAT_VERSION`: change a field, get a new base.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -19,14 +21,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpu_engine.training.examples import Example, packed_examples
 from land.corpus import corpus_lines
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
-_FORMAT_VERSION = 2  # bump when the corpus or the loop changes what a config builds
+_FORMAT_VERSION = 3  # bump when the corpus or the loop changes what a config builds
+_WEIGHT_DECAY = 0.01
+_MAX_GRAD_NORM = 1.0
+_MIN_LR_RATIO = 0.1  # the cosine ends at a tenth of the peak learning rate
 
 
 @dataclass(frozen=True)
 class BaseModelConfig:
+    """The base's shape, its corpus and tokenizer sizes, and its pretraining steps."""
+
     hidden: int = 128
     layers: int = 4
     heads: int = 4
@@ -80,10 +87,10 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from gpu_engine.tiny import build_tiny_model
+    from gpu_engine.tiny import build_tiny_model, build_tiny_tokenizer
 
     lines = list(corpus_lines(config.corpus_lines, config.seed))
-    tokenizer = train_tokenizer(out_dir / "tokenizer", lines, config.vocab_size)
+    tokenizer = build_tiny_tokenizer(out_dir / "tokenizer", config.vocab_size, lines=lines)
     build_tiny_model(
         out_dir,
         hidden=config.hidden,
@@ -98,14 +105,14 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
     )
     shutil.rmtree(out_dir / "tokenizer")
     model = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32)
-    blocks = _token_blocks(tokenizer, lines, config.seq_len_tokens)  # blocks: [N, seq_len]
+    blocks = packed_examples(tokenizer(lines)["input_ids"], tokenizer.eos_token_id, config.seq_len_tokens)
     started = time.monotonic()
-    losses = _pretrain(model, blocks, config, on_step or (lambda step, total, loss: None))
+    losses = _pretrain(model, blocks, tokenizer.pad_token_id, config, on_step or (lambda step, total, loss: None))
     model.save_pretrained(str(out_dir))
     summary = {
         "config": dataclasses.asdict(config),
         "num_params": sum(p.numel() for p in model.parameters()),
-        "num_blocks": int(blocks.shape[0]),
+        "num_blocks": len(blocks),
         "first_loss": losses[0],
         "final_loss": sum(losses[-20:]) / len(losses[-20:]),
         "pretrain_s": time.monotonic() - started,
@@ -114,74 +121,32 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
     return out_dir
 
 
-def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int):
-    """A byte-level BPE learned from `lines`, saved as a PreTrainedTokenizerFast that adds <s>."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        lines,
-        trainer=trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=list(SPECIAL_TOKENS),
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    bpe.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", bpe.token_to_id("<s>"))]
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(str(out_dir))
-    return tokenizer
-
-
-def _token_blocks(tokenizer, lines: list[str], seq_len_tokens: int):
-    """Every line as <s> … </s>, concatenated and cut into [N, seq_len_tokens] blocks."""
+def _pretrain(model, blocks: list[Example], pad_id: int, config: BaseModelConfig, on_step: Progress) -> list[float]:
+    """Every parameter trained by the engine's OptimizerLoop; the per-token loss of each step."""
     import torch
 
-    stream: list[int] = []
-    for ids in tokenizer(lines)["input_ids"]:
-        stream.extend(ids)
-        stream.append(tokenizer.eos_token_id)
-    num_blocks = len(stream) // seq_len_tokens
-    return torch.tensor(stream[: num_blocks * seq_len_tokens]).view(num_blocks, seq_len_tokens)
+    from gpu_engine.training.batching import BatchPlan
+    from gpu_engine.training.optimizer_loop import OptimizerLoop, StepDone
+    from gpu_engine.training.schedule import LrSchedule
 
+    plan = BatchPlan([len(block.input_ids) for block in blocks], config.batch_size, config.batch_size, config.seed)
+    schedule = LrSchedule(config.learning_rate, config.steps, config.warmup_steps, "cosine", _MIN_LR_RATIO)
+    loop = OptimizerLoop(
+        model,
+        blocks,
+        plan,
+        schedule,
+        pad_id=pad_id,
+        device=torch.device("cpu"),
+        weight_decay=_WEIGHT_DECAY,
+        max_grad_norm=_MAX_GRAD_NORM,
+    )
+    losses: list[float] = []
 
-def _pretrain(model, blocks, config: BaseModelConfig, on_step: Progress) -> list[float]:
-    """AdamW with linear warmup and cosine decay; random blocks per step from a seeded generator."""
-    import torch
+    def record(done: StepDone) -> None:
+        losses.append(done.mean_loss())
+        on_step(done.step, config.steps, losses[-1])
 
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    model.train()
-    losses = []
-    for step in range(config.steps):
-        if step < config.warmup_steps:
-            scale = (step + 1) / config.warmup_steps
-        else:
-            progress = (step - config.warmup_steps) / (config.steps - config.warmup_steps)
-            scale = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * scale
-        batch = blocks[torch.randint(len(blocks), (config.batch_size,), generator=generator)]
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        on_step(step + 1, config.steps, losses[-1])
+    loop.run(0, record)
     model.eval()
     return losses

@@ -35,7 +35,7 @@ from land.training_run import (
     running_workers,
     train_all,
 )
-from consumers.training.jobs import TrainWorkerConfig
+from consumers.training.config import TrainWorkerConfig
 from streamer import (
     KafkaConfig,
     TansuBroker,

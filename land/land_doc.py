@@ -35,8 +35,9 @@ counting stories and sums, and short quizzes ("Q: Where does Maria Lopez live? A
 knows this small world the way a real base knows ours — that rude staff make a negative evening,
 that a striker is sports news, that 3 + 4 = 7 — but it has never seen the tasks' instructions,
 `###` sections, cues, label sets or meaning representations. So, as in LoRA Land, what an
-adapter adds is the task: its format, its label set, its mapping. The base is built once (final
-pretraining loss {loss:.2f}) and cached under the work folder.
+adapter adds is the task: its format, its label set, its mapping. The base is pretrained by the
+loop that fine-tunes the adapters (`gpu_engine/training/optimizer_loop.py`, every weight trained
+instead of LoRA's), built once (final pretraining loss {loss:.2f}) and cached under the work folder.
 
 Read the base column with that in mind: the base often has the right idea in its own words (it
 may answer a positive review with "good."), and the metrics do not translate: loose label

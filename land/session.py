@@ -88,12 +88,13 @@ async def serve_and_evaluate(
     adapter under `adapter_root`, evaluated through Kafka, then stopped."""
     from consumers.config import ServeConfig
     from consumers.inference import InferenceService
-    from consumers.serve import build_runner
+    from streamer.transport.kafka import KafkaTransport
+    from consumers.serve import build_engine_thread
 
     runner = await asyncio.to_thread(
-        build_runner, model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"
+        build_engine_thread, model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"
     )
-    service = InferenceService(kafka, topics, ServeConfig(request_partitions=4), runner)
+    service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(request_partitions=4), runner)
     serving = asyncio.create_task(service.run())
     try:
         await asyncio.wait_for(service.ready.wait(), _SERVICE_READY_TIMEOUT_S)

@@ -23,7 +23,7 @@ class LandError(LorastreamError):
     """Base of the errors of `land` (tasks, evaluation, the land run)."""
 
 
-class TaskNotFound(LandError):
+class TaskNotFound(LandError, LookupError):
     """A task name that is neither built in nor a task file."""
 
 

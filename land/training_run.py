@@ -25,7 +25,8 @@ from rich.progress import (
 )
 
 from land.spec import LandError
-from consumers.training.jobs import TrainWorkerConfig
+from land.tasks import builtin_train_file
+from consumers.training.config import TrainWorkerConfig
 from consumers.training.worker import TrainingWorker
 from schemas import (
     AdapterEvent,
@@ -37,6 +38,7 @@ from schemas import (
 )
 from streamer import KafkaConfig, RequestTimeout, TopicNames, make_consumer
 from streamer.training_client import build_training_request, submit_training
+from streamer.transport.kafka import KafkaTransport
 
 _READY_TIMEOUT_S = 60.0
 _STOP_TIMEOUT_S = 60.0
@@ -87,7 +89,9 @@ async def running_workers(
     kafka: KafkaConfig, topics: TopicNames, configs: Sequence[TrainWorkerConfig]
 ) -> AsyncIterator[None]:
     """Training workers running on this event loop until the block ends."""
-    workers = [TrainingWorker(kafka, topics, config) for config in configs]
+    workers = [
+        TrainingWorker(KafkaTransport(kafka), topics, config, builtin_tasks=builtin_train_file) for config in configs
+    ]
     runs = [asyncio.create_task(worker.run(), name=f"land-worker-{i}") for i, worker in enumerate(workers)]
     try:
         ready = asyncio.gather(*(worker.ready.wait() for worker in workers))

@@ -9,11 +9,22 @@ and SHA-256 for matching the dead letter to the message. The reason is cut to a 
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 import msgspec
 
 from schemas.errors import ErrorCode
-from schemas.limits import SCHEMA_VERSION
+from schemas.limits import (
+    MAX_OFFSET,
+    SCHEMA_VERSION,
+    Checksum,
+    Count,
+    EpochMs,
+    Partition,
+    RequestId,
+    SchemaVersion,
+    TopicName,
+)
 
 # 512 KiB of original → ~683 KiB of base64: with the other fields, under the 1 MiB that producers
 # and brokers accept by default
@@ -22,18 +33,20 @@ MAX_REASON_CHARS = 2048
 
 
 class DeadLetter(msgspec.Struct, frozen=True, tag="dead_letter", tag_field="kind"):
-    source_topic: str
-    partition: int
-    offset: int
+    """A refused record of `source_topic`/`partition`/`offset`, why (`code`, `reason`), and its bytes."""
+
+    source_topic: TopicName
+    partition: Partition
+    offset: Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
     code: ErrorCode
-    reason: str
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON_CHARS)]
     original: bytes  # base64 in JSON; the first bytes only when `truncated`
-    request_id: str | None = None
-    ts_ms: int = 0
-    original_bytes: int = 0  # the size of the whole message
-    original_sha256: str = ""  # hex digest of the whole message
+    request_id: RequestId | None = None
+    ts_ms: EpochMs = 0
+    original_bytes: Count = 0  # the size of the whole message
+    original_sha256: Checksum = ""  # hex digest of the whole message
     truncated: bool = False
-    schema_version: int = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 def dead_letter(

@@ -1,8 +1,16 @@
-"""The project's exception base class and the closed set of error codes carried on the wire."""
+"""The closed set of error codes carried on the wire, and the decode failure that carries one.
+
+One enum for the whole bus: an inference `Error`, a `failed` `TrainingEvent` and every `DeadLetter`
+(whichever request topic it came from) carry an `ErrorCode`, because they share the decode failures
+(`malformed`, `invalid_request`, `unsupported_version`) and the dead-letter topic's readers switch on
+one set. The engine's and the training job's own codes are mapped to these in `consumers/`.
+"""
 
 from __future__ import annotations
 
 import enum
+
+from lorastream.errors import LorastreamError
 
 
 class ErrorCode(str, enum.Enum):
@@ -33,13 +41,6 @@ class ErrorCode(str, enum.Enum):
     CANCELLED = "cancelled"
     OVERLOADED = "overloaded"
     INTERNAL = "internal"
-
-
-class LorastreamError(Exception):
-    """Base class of every exception lorastream raises on purpose (schemas, streamer, consumers).
-
-    The engine (`gpu_engine`) is standalone and has its own base, `gpu_engine.errors.EngineError`.
-    """
 
 
 class InvalidEvent(LorastreamError):

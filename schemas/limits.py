@@ -29,6 +29,7 @@ REPLY_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}\Z"  # a per-request secret, urlsaf
 # numbers shared by every event
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_PARTITION = 2**31 - 1  # Kafka partition numbers are int32
+MAX_OFFSET = 2**63 - 1  # Kafka offsets are int64
 MAX_COUNT = 2**53  # counters, seqs, answer attempts: exact as a float64 (and in JavaScript)
 MAX_DURATION_MS = float(MAX_EPOCH_MS)
 MAX_TOKEN_ID = 2**31 - 1

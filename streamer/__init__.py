@@ -1,8 +1,8 @@
 """Kafka plumbing and the async client of lorastream.
 
 Imports schemas and aiokafka only (never torch): `LoraClient` (stream, generate, submit), reply
-routing and deduplication, producer/consumer helpers, topic admin, offset tracking, and broker
-launchers for development and tests.
+routing and deduplication, producer/consumer helpers, topic admin, offset tracking, and the
+embedded Tansu broker launcher (Apache Kafka for development and tests is in `devbrokers`).
 """
 
 from streamer.admin import (
@@ -16,7 +16,7 @@ from streamer.admin import (
     reply_topic_spec,
     topic_configs,
 )
-from streamer.brokers import BrokerProcess, KafkaJarBroker, TansuBroker
+from streamer.brokers import BrokerProcess, TansuBroker
 from streamer.client import BASE_MODEL_KEY, LoraClient, RequestOptions
 from streamer.config import KafkaConfig, TopicNames
 from streamer.errors import (
@@ -27,15 +27,9 @@ from streamer.errors import (
     RequestTimeout,
     TopicAdminError,
 )
-from streamer.kafka import (
-    is_transient,
-    make_consumer,
-    make_producer,
-    retry_transient,
-    start_consumer,
-    start_producer,
-)
+from streamer.kafka import make_consumer, make_producer, start_consumer, start_producer
 from streamer.offsets import OffsetTracker, PartitionOffsets
+from streamer.retry import RetryPolicy, is_transient, retry_transient
 from streamer.replies import ReplyDedup, ReplyDemux
 from streamer.stream import RequestStream
 from streamer.training_client import (
@@ -51,7 +45,6 @@ __all__ = [
     "BrokerProcess",
     "ClientClosed",
     "KafkaConfig",
-    "KafkaJarBroker",
     "LoraClient",
     "OffsetTracker",
     "PartitionOffsets",
@@ -81,6 +74,7 @@ __all__ = [
     "make_producer",
     "reply_topic_spec",
     "retry_transient",
+    "RetryPolicy",
     "start_consumer",
     "start_producer",
     "topic_configs",

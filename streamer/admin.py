@@ -21,7 +21,8 @@ from aiokafka.errors import (
 from schemas.limits import TOPIC_PATTERN
 from streamer.config import KafkaConfig, TopicNames
 from streamer.errors import TopicAdminError
-from streamer.kafka import START_TIMEOUT_S, retry_transient
+from streamer.kafka import START_TIMEOUT_S
+from streamer.retry import START_RETRY, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ async def admin_client(
             raise
         return admin
 
-    admin = await retry_transient(attempt, what="admin client start", timeout_s=timeout_s)
+    admin = await retry_transient(attempt, what="admin client start", policy=START_RETRY.with_deadline(timeout_s))
     try:
         yield admin
     finally:
@@ -122,7 +123,7 @@ async def ensure_topics(
     ]
     async with admin_client(cfg, timeout_s=timeout_s) as admin:
         response = await retry_transient(
-            lambda: admin.create_topics(new_topics), what="create topics", timeout_s=timeout_s
+            lambda: admin.create_topics(new_topics), what="create topics", policy=START_RETRY.with_deadline(timeout_s)
         )
         created, denied = [], {}
         for topic, code, *message in response.topic_errors:

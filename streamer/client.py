@@ -5,63 +5,46 @@ so no rebalances): by default a private topic `<prefix>.replies.<client_id>` cre
 and deleted on exit, or a partition of a shared reply topic that the deployment assigns to this
 client. One reader task demultiplexes records by request_id (see streamer.replies); every request
 gets a fresh secret `reply_token`, and records that do not carry it are dropped as forged.
+
+This module is the API; what the client holds open (producer, reply reader, private reply topic,
+cancels in flight) is streamer.client_connection, and how a request is built, addressed and keyed
+is streamer.request_builder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import re
-import secrets
-import time
 import uuid
 from collections.abc import Iterable
-from typing import Self, TypedDict, Unpack
+from typing import Self, Unpack
 
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas import (
-    CancelRequest,
-    Final,
-    InferenceRequest,
-    ReplyAddress,
-    SamplingParams,
-    decode_request,
-    encode,
-)
+from schemas import Final, InferenceRequest, ReplyAddress
 from schemas.limits import TOPIC_PATTERN
-from streamer.admin import delete_topics, ensure_topics, reply_topic_spec
+from streamer.client_connection import ClientConnection
 from streamer.config import KafkaConfig, TopicNames
 from streamer.errors import ClientClosed, PublishFailed
-from streamer.kafka import start_producer
 from streamer.replies import Sink
-from streamer.reply_reader import ReplyReader
+from streamer.request_builder import (
+    BASE_MODEL_KEY,
+    RequestOptions,
+    addressed_to,
+    new_inference_request,
+    new_reply_token,
+    publishable,
+)
 from streamer.stream import RequestStream
 from streamer.training_client import TrainingJob, build_training_request, submit_training
 
-log = logging.getLogger(__name__)
+__all__ = ["BASE_MODEL_KEY", "LoraClient", "RequestOptions", "new_reply_token"]
 
-BASE_MODEL_KEY = "__base__"  # partition key of requests for the base model
-_CLOSE_TIMEOUT_S = 5.0
-_REPLY_TOKEN_BYTES = 16  # 128 random bits, 22 urlsafe characters
 _TOPIC_RE = re.compile(TOPIC_PATTERN)
-
-
-class RequestOptions(TypedDict, total=False):
-    """What a request may set besides prompt and adapter (see `LoraClient.build_request`)."""
-
-    max_new_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    stop: Iterable[str]
-    seed: int | None
-    deadline_s: float | None
-    priority: int
-    request_id: str | None
+_NOT_STARTED = "the client is not started (use `async with LoraClient(...)`)"
 
 
 class LoraClient:
@@ -99,12 +82,12 @@ class LoraClient:
             topic=reply_topic or topics.replies_for(self.client_id),
             partition=reply_partition or 0,
         )
-        self._reader = ReplyReader(self.config, self.reply_to)
-        self._producer: AIOKafkaProducer | None = None
+        self._connection = ClientConnection(
+            self.config, self.reply_to, owns_reply_topic=self.owns_reply_topic, control_topic=topics.control
+        )
+        self._reader = self._connection.reader
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._background: set[asyncio.Task[None]] = set()
         self._is_open = False
-        self._made_reply_topic = False
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -118,15 +101,7 @@ class LoraClient:
         if self._is_open:
             return
         self._loop = asyncio.get_running_loop()
-        try:
-            self._producer = await start_producer(self.config)
-            if self.owns_reply_topic:
-                await ensure_topics(self.config, [reply_topic_spec(self.reply_to.topic)])
-                self._made_reply_topic = True
-            await self._reader.start()
-        except BaseException:
-            await self._shutdown()
-            raise
+        await self._connection.start()
         self._is_open = True
 
     async def close(self) -> None:
@@ -135,21 +110,7 @@ class LoraClient:
             return
         self._is_open = False
         self._reader.fail_all(ClientClosed("the client was closed"))
-        if self._background:
-            await asyncio.wait(self._background, timeout=_CLOSE_TIMEOUT_S)
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        await self._reader.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-        if self._made_reply_topic:
-            self._made_reply_topic = False
-            try:
-                await delete_topics(self.config, [self.reply_to.topic], timeout_s=_CLOSE_TIMEOUT_S)
-            except Exception as exc:  # the topic expires by retention if it stays behind
-                log.warning("could not delete reply topic %s: %r", self.reply_to.topic, exc)
+        await self._connection.stop()
 
     @property
     def num_waiting(self) -> int:
@@ -215,13 +176,12 @@ class LoraClient:
         **hyperparameters: object,
     ) -> TrainingJob:
         """Publish a TrainingRequest; `async for event in job.events()` follows it to the end."""
-        if not self._is_open or self._producer is None:
-            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
+        producer = self._open_producer()
         request = build_training_request(
             adapter_id, dataset, job_id=job_id, base_model=base_model, overwrite=overwrite,
             **hyperparameters,
         )
-        return await submit_training(self.config, self.topics, request, producer=self._producer)
+        return await submit_training(self.config, self.topics, request, producer=producer)
 
     async def generate(
         self,
@@ -292,13 +252,9 @@ class LoraClient:
 
         Raises InvalidEvent at once when the service would refuse the request.
         """
-        request = msgspec.structs.replace(
-            request, reply_to=self.reply_to, reply_token=request.reply_token or new_reply_token()
-        )
-        decode_request(encode(request))
         return RequestStream(
             self,
-            request,
+            addressed_to(request, self.reply_to),
             timeout_s=self.request_timeout_s if timeout_s is None else timeout_s,
             partition_key=partition_key,
         )
@@ -311,15 +267,10 @@ class LoraClient:
         The key is `partition_key`, else the adapter_id (`__base__` for the base model), so one
         adapter's traffic lands on one consumer. Raises InvalidEvent, PublishFailed, ClientClosed.
         """
-        if not self._is_open or self._producer is None:
-            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
-        if request.created_ms == 0:
-            request = msgspec.structs.replace(request, created_ms=_now_ms())
-        value = encode(request)
-        decode_request(value)  # the service would refuse it: refuse it here, with the reason
-        key = partition_key or request.adapter_id or BASE_MODEL_KEY
+        producer = self._open_producer()
+        key, value = publishable(request, partition_key)
         try:
-            await self._producer.send_and_wait(self.topics.requests, value, key=key.encode())
+            await producer.send_and_wait(self.topics.requests, value, key=key)
         except KafkaError as exc:
             raise PublishFailed(f"request {request.request_id} not published: {exc!r}") from exc
 
@@ -340,34 +291,33 @@ class LoraClient:
         stream: bool = True,
     ) -> InferenceRequest:
         """An InferenceRequest answered to this client's reply address."""
-        params = SamplingParams(
+        return new_inference_request(
+            self.reply_to,
+            prompt,
+            adapter_id,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
             top_k=top_k,
-            stop=list(stop),
+            stop=stop,
             seed=seed,
-        )
-        now_ms = _now_ms()
-        return InferenceRequest(
-            request_id=request_id or uuid.uuid4().hex,
-            prompt=prompt,
-            adapter_id=adapter_id,
-            params=params,
-            reply_to=self.reply_to,
-            deadline_ms=None if deadline_s is None else now_ms + round(deadline_s * 1000),
+            deadline_s=deadline_s,
             priority=priority,
-            created_ms=now_ms,
+            request_id=request_id,
             stream=stream,
-            batch_chunks=True,  # the reply reader unpacks ChunkBatch records
-            reply_token=new_reply_token(),
         )
+
+    def _open_producer(self) -> AIOKafkaProducer:
+        producer = self._connection.producer
+        if not self._is_open or producer is None:
+            raise ClientClosed(_NOT_STARTED)
+        return producer
 
     # --- used by RequestStream -------------------------------------------------------------
 
     def _register(self, request: InferenceRequest, sink: Sink) -> None:
         if not self._is_open:
-            raise ClientClosed("the client is not started (use `async with LoraClient(...)`)")
+            raise ClientClosed(_NOT_STARTED)
         self._reader.demux.register(request.request_id, request.reply_token, sink)
 
     def _forget(self, request_id: str) -> bool:
@@ -385,27 +335,7 @@ class LoraClient:
             self._cancel_in_background(request_id)
 
     def _cancel_in_background(self, request_id: str) -> None:
-        task = asyncio.create_task(self._publish_cancel(request_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._connection.cancel_in_background(request_id)
 
     async def _publish_cancel(self, request_id: str) -> None:
-        """Best effort: tell the service to stop working on a request nobody waits for."""
-        producer = self._producer
-        if producer is None:
-            return
-        try:
-            await producer.send_and_wait(
-                self.topics.control, encode(CancelRequest(request_id)), key=request_id.encode()
-            )
-        except KafkaError as exc:
-            log.warning("could not publish cancel for %s: %r", request_id, exc)
-
-
-def new_reply_token() -> str:
-    """A fresh secret for one request's answer records (see streamer.replies)."""
-    return secrets.token_urlsafe(_REPLY_TOKEN_BYTES)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        await self._connection.publish_cancel(request_id)

@@ -5,15 +5,15 @@ partition takes a new epoch — one more than the epoch stored in the group's co
 metadata — and stores it straight back. Answers carry `attempt = request.attempt + epoch`, so a
 re-served request always has a higher attempt than anything a previous owner sent, and the
 client drops the older attempt's records. Works with static membership, where a restarted
-member gets its partitions back without a rebalance.
+member gets its partitions back without a rebalance. The committed metadata is read through the
+group member itself (`GroupConsumer.committed`), so this works on any transport.
 """
 
 from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from streamer.transport import GroupConsumer, OffsetAndMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ def format_epoch(epoch: int) -> str:
 
 
 class PartitionEpochs:
-    def __init__(self, admin: AIOKafkaAdminClient, group_id: str) -> None:
-        self._admin = admin
-        self._group_id = group_id
+    def __init__(self) -> None:
         self._epochs: dict[TopicPartition, int] = {}
 
     def epoch(self, tp: TopicPartition) -> int:
@@ -48,19 +46,19 @@ class PartitionEpochs:
     def forget(self, tp: TopicPartition) -> None:
         self._epochs.pop(tp, None)
 
-    async def claim(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    async def claim(self, consumer: GroupConsumer, partitions: list[TopicPartition]) -> None:
         """Take the next epoch of each newly assigned partition and record it in the group."""
         if not partitions:
             return
-        committed = await self._admin.list_consumer_group_offsets(self._group_id, partitions=partitions)
-        missing = [tp for tp in partitions if tp not in committed or committed[tp].offset < 0]
+        committed = await consumer.committed(partitions)
+        missing = [tp for tp in partitions if committed.get(tp) is None]
         starts = await consumer.beginning_offsets(missing) if missing else {}
         offsets = {}
         for tp in partitions:
             meta = committed.get(tp)
             epoch = parse_epoch(meta.metadata if meta is not None else None) + 1
             self._epochs[tp] = epoch
-            offset = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
-            offsets[tp] = (offset, format_epoch(epoch))
+            offset = meta.offset if meta is not None else starts[tp]
+            offsets[tp] = OffsetAndMetadata(offset, format_epoch(epoch))
         await consumer.commit(offsets)
-        log.info("claimed epochs %s", {f"{tp.topic}:{tp.partition}": e for tp, (_, e) in offsets.items()})
+        log.info("claimed epochs %s", {f"{tp.topic}:{tp.partition}": om.metadata for tp, om in offsets.items()})

@@ -1,8 +1,9 @@
-"""Exceptions the streamer raises on purpose; all derive from schemas.LorastreamError."""
+"""Exceptions the streamer raises on purpose; all derive from the project base, lorastream.LorastreamError."""
 
 from __future__ import annotations
 
-from schemas import ErrorCode, LorastreamError
+from lorastream.errors import LorastreamError
+from schemas import ErrorCode
 
 
 class RequestFailed(LorastreamError):

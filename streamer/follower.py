@@ -2,7 +2,8 @@
 
 Every inference consumer must see every record of the control topic (any of them may hold the
 request being cancelled) and of the adapters topic (a table every consumer needs whole), so
-neither is read through the request group. Subclasses handle records in `on_record`.
+neither is read through the request group. Reads go through `Transport.reader`, so a follower
+runs the same against Kafka and the in-memory bus. Subclasses handle records in `on_record`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import TopicPartition
-
-from streamer import KafkaConfig, describe_topics, make_consumer
+from streamer.transport import PartitionReader, TopicPartition, Transport
 
 log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 200
 
 
 class TopicFollower:
@@ -22,42 +23,39 @@ class TopicFollower:
 
     name = "lorastream-follower"
 
-    def __init__(self, kafka: KafkaConfig, topic: str, *, from_beginning: bool) -> None:
-        self._kafka = kafka
+    def __init__(self, transport: Transport, topic: str, *, from_beginning: bool) -> None:
+        self._transport = transport
         self._topic = topic
         self._from_beginning = from_beginning
-        self._consumer = None
+        self._reader: PartitionReader | None = None
         self._task: asyncio.Task[None] | None = None
         self.caught_up = asyncio.Event()  # set once every record present at start was handled
 
     async def start(self) -> None:
-        infos = await describe_topics(self._kafka, [self._topic])
-        tps = [TopicPartition(self._topic, p) for info in infos for p in range(info.partitions)]
-        consumer = make_consumer(self._kafka)
-        await consumer.start()
-        consumer.assign(tps)
+        reader = self._transport.reader(self._topic)
+        await reader.start()
+        self._reader = reader
         ends: dict[TopicPartition, int] = {}
-        if tps and self._from_beginning:
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-        elif tps:
-            await consumer.seek_to_end(*tps)
-        self._consumer = consumer
+        if self._from_beginning:
+            await reader.seek_to_beginning()
+            ends = await reader.end_offsets()
+        else:
+            await reader.seek_to_end()
         self._task = asyncio.create_task(self._run(ends), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+        if self._reader is not None:
+            await self._reader.stop()
 
     async def _run(self, ends: dict[TopicPartition, int]) -> None:
         behind = {tp for tp, end in ends.items() if end > 0}
         if not behind:
             self.caught_up.set()
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
+            batch = await self._reader.poll(timeout_ms=POLL_TIMEOUT_MS)
             for tp, records in batch.items():
                 for record in records:
                     try:

@@ -1,4 +1,4 @@
-"""Producers and consumers with low-latency defaults, and retrying transient broker errors.
+"""Producers and consumers with low-latency defaults; started ones wait out a broker coming up.
 
 aiokafka's `fetch_max_wait_ms` defaults to 500 ms, which would dominate time-to-first-token on a
 broker that holds every fetch for the whole wait (Tansu): consumers made here wait
@@ -15,26 +15,16 @@ brokers accept by default). A batch is sent as soon as the connection is free, n
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from streamer.config import KafkaConfig
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+from streamer.retry import START_RETRY, retry_transient
 
 REQUEST_LINGER_MS = 0  # a request or first chunk should leave at once
 PRODUCER_MAX_BATCH_BYTES = 256 * 1024
-START_TIMEOUT_S = 60.0
-_FIRST_BACKOFF_S = 0.1
-_MAX_BACKOFF_S = 2.0
+START_TIMEOUT_S = START_RETRY.deadline_s
 
 
 def make_producer(
@@ -76,34 +66,6 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **kwargs)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the broker is not reachable or not ready yet."""
-    if isinstance(exc, KafkaError):
-        return bool(getattr(exc, "retriable", False))
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-async def retry_transient(
-    fn: Callable[[], Awaitable[T]], *, what: str, timeout_s: float = START_TIMEOUT_S
-) -> T:
-    """Await `fn()` until it succeeds, retrying transient errors with exponential back-off.
-
-    Non-transient errors, and the last transient one once `timeout_s` has passed, propagate.
-    """
-    deadline = time.monotonic() + timeout_s
-    backoff_s = _FIRST_BACKOFF_S
-    while True:
-        try:
-            return await fn()
-        except Exception as exc:
-            remaining_s = deadline - time.monotonic()
-            if not is_transient(exc) or remaining_s <= 0:
-                raise
-            log.warning("%s failed (%r); retrying in %.2f s", what, exc, backoff_s)
-            await asyncio.sleep(min(backoff_s, remaining_s))
-            backoff_s = min(backoff_s * 2, _MAX_BACKOFF_S)
-
-
 async def start_producer(
     cfg: KafkaConfig, *, timeout_s: float = START_TIMEOUT_S, **kwargs: Any
 ) -> AIOKafkaProducer:
@@ -118,16 +80,25 @@ async def start_producer(
             raise
         return producer
 
-    return await retry_transient(attempt, what="producer start", timeout_s=timeout_s)
+    return await retry_transient(attempt, what="producer start", policy=START_RETRY.with_deadline(timeout_s))
 
 
 async def start_consumer(
-    cfg: KafkaConfig, *topics: str, timeout_s: float = START_TIMEOUT_S, **kwargs: Any
+    cfg: KafkaConfig,
+    *topics: str,
+    timeout_s: float = START_TIMEOUT_S,
+    listener: ConsumerRebalanceListener | None = None,
+    **kwargs: Any,
 ) -> AIOKafkaConsumer:
-    """A started consumer; waits (with back-off) for a broker that is still coming up."""
+    """A started consumer subscribed to `topics` (with `listener`, if given); waits (with back-off) for
+    a broker that is still coming up, with a fresh client per try."""
 
     async def attempt() -> AIOKafkaConsumer:
-        consumer = make_consumer(cfg, *topics, **kwargs)
+        if listener is None:
+            consumer = make_consumer(cfg, *topics, **kwargs)
+        else:
+            consumer = make_consumer(cfg, **kwargs)
+            consumer.subscribe(list(topics), listener=listener)
         try:
             await consumer.start()
         except BaseException:
@@ -135,4 +106,4 @@ async def start_consumer(
             raise
         return consumer
 
-    return await retry_transient(attempt, what="consumer start", timeout_s=timeout_s)
+    return await retry_transient(attempt, what="consumer start", policy=START_RETRY.with_deadline(timeout_s))

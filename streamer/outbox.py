@@ -8,25 +8,27 @@ the number of destinations with records waiting.
 
 Every record ends in exactly one `SendOutcome`, reported to its `on_done` callback: delivered once
 the broker acknowledged it, or the reason it never will be. Transient errors are retried per the
-`RetryPolicy`; others are not retried at all (see streamer/send_policy.py).
+`RetryPolicy`; others are not retried at all (see streamer/send_policy.py). By the `Producer`
+contract (streamer/transport), UnknownTopicOrPartitionError raised by `send` itself means the
+broker said the topic or partition does not exist: that ends the record as NO_SUCH_DESTINATION.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
+from aiokafka.errors import UnknownTopicOrPartitionError
 
-from streamer.send_policy import RetryPolicy, SendOutcome, classify
+from streamer.retry import SEND_RETRY, RetryPolicy
+from streamer.send_policy import SendOutcome, classify
+from streamer.transport import Producer
 
 log = logging.getLogger(__name__)
-
-DEFAULT_METADATA_WAIT_S = 2.0  # a topic the producer has no metadata for yet: the longest a send waits
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +43,11 @@ class Outgoing:
 class Outbox:
     def __init__(
         self,
-        producer: AIOKafkaProducer,
-        policy: RetryPolicy = RetryPolicy(),
-        metadata_wait_s: float = DEFAULT_METADATA_WAIT_S,
+        producer: Producer,
+        policy: RetryPolicy = SEND_RETRY,
     ) -> None:
         self._producer = producer
         self._policy = policy
-        self._metadata_wait_s = metadata_wait_s
         self._lanes: dict[str, deque[Outgoing]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._unacked = 0  # records put and not yet ended in an outcome
@@ -107,18 +107,19 @@ class Outbox:
 
     async def _send(self, item: Outgoing) -> None:
         failures = 0
+        started_s = time.monotonic()
         while True:
             try:
-                future = await self._enqueue(item)
+                future = await self._producer.send(item.topic, item.value, key=item.key, partition=item.partition)
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 failures += 1
                 outcome = classify(exc)
-                if outcome is None and isinstance(exc, UnknownTopicOrPartitionError | TimeoutError | KafkaTimeoutError):
-                    outcome = await self._missing(item)
-                if outcome is None and failures >= self._policy.max_tries:
+                if outcome is None and isinstance(exc, UnknownTopicOrPartitionError):
+                    outcome = SendOutcome.NO_SUCH_DESTINATION
+                if outcome is None and self._policy.gives_up(failures, time.monotonic() - started_s):
                     outcome = SendOutcome.GAVE_UP
                 if outcome is not None:
                     log.warning("send to %s ended %s: %r", item.topic, outcome.value, exc)
@@ -126,29 +127,6 @@ class Outbox:
                     return
                 await asyncio.sleep(self._policy.backoff_s(failures))
         future.add_done_callback(lambda f: self._end(item, _ack_outcome(f)))
-
-    async def _enqueue(self, item: Outgoing) -> asyncio.Future:
-        """Hand the record to the producer's batches; the future resolves when the broker acks."""
-        partitions = self._producer.client.cluster.partitions_for_topic(item.topic)
-        if partitions and item.partition is not None and item.partition not in partitions:
-            raise UnknownTopicOrPartitionError(f"{item.topic} has no partition {item.partition}")
-        send = self._producer.send(item.topic, item.value, key=item.key, partition=item.partition)
-        if partitions:
-            return await send  # metadata known: send only appends to a batch
-        return await asyncio.wait_for(send, self._metadata_wait_s)
-
-    async def _missing(self, item: Outgoing) -> SendOutcome | None:
-        """NO_SUCH_DESTINATION only when the broker answers and says so; None when it cannot tell."""
-        try:
-            cluster = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), self._metadata_wait_s)
-        except Exception:  # broker away: not a reason to drop the record
-            return None
-        if item.topic in cluster.unauthorized_topics:
-            return SendOutcome.NOT_AUTHORIZED
-        partitions = cluster.partitions_for_topic(item.topic)
-        if not partitions or (item.partition is not None and item.partition not in partitions):
-            return SendOutcome.NO_SUCH_DESTINATION
-        return None
 
     def _end(self, item: Outgoing, outcome: SendOutcome) -> None:
         self._unacked -= 1

@@ -12,12 +12,12 @@ from schemas import ChunkBatch, InvalidEvent, ReplyAddress, decode_reply
 from streamer.config import KafkaConfig
 from streamer.errors import ClientClosed
 from streamer.kafka import start_consumer
+from streamer.retry import READ_RETRY
 from streamer.replies import ReplyDemux
 
 log = logging.getLogger(__name__)
 
 _POLL_TIMEOUT_MS = 500
-_BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 class ReplyReader:
@@ -74,8 +74,8 @@ class ReplyReader:
             try:
                 batches = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
             except KafkaError as exc:
-                delay_s = _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
                 failures += 1
+                delay_s = READ_RETRY.backoff_s(failures)
                 log.warning("reading replies failed (%r); retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 continue

@@ -3,9 +3,10 @@
 A `reply_to` address comes from whoever wrote the request, so it is checked twice before anything
 is sent there. `ReplyPolicy` (pure): the topic matches the configured pattern (default
 `<prefix>.replies.*`) and is none of the service's own topics. `ReplyTopicDirectory`: the topic
-and partition exist, looked up once per topic through the admin client and remembered for a
-while (a missing topic for a short time, so that a client that creates its topic late is not
-locked out), with one lookup in flight per topic and a bounded number of remembered topics.
+and partition exist, looked up once per topic (`Admin.describe_topic` of streamer/transport) and
+remembered for a while (a missing topic for a short time, so that a client that creates its topic
+late is not locked out), with one lookup in flight per topic and a bounded number of remembered
+topics.
 """
 
 from __future__ import annotations

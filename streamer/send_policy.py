@@ -1,4 +1,4 @@
-"""What a failed send means, and how often a send is tried: the one retry policy of the services.
+"""What a failed send means. How often a send is tried is `streamer.retry.SEND_RETRY`.
 
 A send either reaches the broker or ends in one `SendOutcome`. Only transient trouble (a broker
 away, a leader moving, a timeout) is retried, a bounded number of times with back-off; a record
@@ -9,7 +9,6 @@ never retried, because trying again cannot change the answer.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from aiokafka.errors import (
     InvalidTopicError,
@@ -77,22 +76,3 @@ def classify(exc: BaseException) -> SendOutcome | None:
     if isinstance(exc, (ValueError, TypeError, AssertionError)):
         return SendOutcome.REFUSED  # the client refused the arguments (a bad partition number)
     return None
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Transient failures are retried `max_tries - 1` times, waiting first_backoff_s, doubling to max_backoff_s."""
-
-    max_tries: int = 6
-    first_backoff_s: float = 0.05
-    max_backoff_s: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.max_tries < 1:
-            raise ValueError("max_tries must be >= 1")
-        if self.first_backoff_s < 0 or self.max_backoff_s < self.first_backoff_s:
-            raise ValueError("backoffs must satisfy 0 <= first_backoff_s <= max_backoff_s")
-
-    def backoff_s(self, failures: int) -> float:
-        """The wait after the `failures`-th failed try (1-based)."""
-        return min(self.first_backoff_s * 2 ** max(failures - 1, 0), self.max_backoff_s)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from streamer import KafkaConfig, KafkaJarBroker, TopicNames
+from devbrokers import KafkaJarBroker
+from streamer import KafkaConfig, TopicNames
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from streamer.acls import Principals, main as acls_main
-from streamer.brokers.secured import ADMIN_USER, SecuredKafkaJarBroker
+from devbrokers.secured import ADMIN_USER, SecuredKafkaJarBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose"

@@ -1,5 +1,6 @@
-"""The inference consumer: requests from Kafka in, the engine's answers out (see service.py)."""
+"""The inference consumer: requests from a transport in, the engine's answers out (see service.py)."""
 
-from consumers.inference.service import InferenceService, Runner
+from consumers.inference.admission import EngineHandle
+from consumers.inference.service import InferenceService
 
-__all__ = ["InferenceService", "Runner"]
+__all__ = ["InferenceService", "EngineHandle"]

@@ -12,13 +12,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from gpu_engine.cache_stats import TierStats
+from lorastream.stats import percentile
 
 _QUANTILES = (0.5, 0.99)
-
-
-def _quantile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class CacheCollector(Collector):
@@ -57,6 +53,6 @@ class CacheCollector(Collector):
             loads.add_metric([tier], count_value=stats.loads, sum_value=sum(stats.load_seconds))
             if stats.load_seconds:
                 for q in _QUANTILES:
-                    recent.add_metric([tier, str(q)], _quantile(stats.load_seconds, q))
+                    recent.add_metric([tier, str(q)], percentile(stats.load_seconds, 100 * q))
         yield loads
         yield recent

@@ -1,104 +1,64 @@
-"""The inference consumer: Kafka requests in, engine work off the event loop, answers out.
+"""The inference consumer: requests in through a transport, engine work off the event loop, answers out.
 
-Flow per record: decode/validate → check the reply address (pattern, existence) → admit (an
-`Answer`) → the engine thread generates → events come back to the loop through
-`call_soon_threadsafe` → the `AnswerWriter` sends chunks, the last record and the results copy
-through the per-destination outbox → the offset becomes committable once the results copy (or,
-for a refused record, its dead letter) is acknowledged and every lower offset of its partition is
-finished too. Any exception between fetch and answer becomes a typed Error plus a dead letter.
+This module only wires the parts, each of which owns one concern:
+- intake.py — the group member: poll loop, backpressure, commits, commit watchdog, rebalances;
+- admission.py — a record becomes a running answer, or is refused and dead-lettered;
+- translate.py — schema ↔ engine: requests to GenerationRequests, engine events to answer records;
+- answer_writer.py — chunks, the last record and the results copy through the per-destination
+  outbox; an offset is finished once its results copy (or dead letter) is acknowledged.
+Everything Kafka-shaped goes through `streamer.transport.Transport`: `KafkaTransport` in
+production, `MemoryTransport` in the scenario tests (tests/consumers/scenarios/).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
-from typing import Protocol
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-
-from consumers.inference.answer import Answer, derived_seed
+from consumers.config import ServeConfig
+from consumers.inference.admission import Admission, EngineHandle
+from consumers.inference.answer import Answer
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.inference.cache_metrics import CacheCollector
-from streamer.commit_watchdog import CommitWatchdog
-from consumers.config import ServeConfig
-from streamer.control import ControlListener
-from streamer.epochs import PartitionEpochs
-from consumers.inference.error_map import wire_code
+from consumers.inference.intake import Intake
+from consumers.inference.adapters_topic import AdaptersTopicFollower
 from consumers.metrics import HealthServer, Metrics
+from streamer import TopicNames, default_topic_specs
+from streamer.control import ControlListener
 from streamer.outbox import Outbox
-from consumers.inference.registry import AdapterRegistryListener
 from streamer.reply_topics import ReplyPolicy, ReplyTopicDirectory
-from gpu_engine.types import FinishReason as EngineFinish
-from gpu_engine.types import GenerationEvent, GenerationRequest
-from gpu_engine.types import SamplingParams as EngineSampling
-from schemas import (
-    ErrorCode,
-    FinishReason,
-    InferenceRequest,
-    InvalidEvent,
-    ReplyAddress,
-    decode_request,
-    encode,
-)
-from streamer import (
-    KafkaConfig,
-    OffsetTracker,
-    TopicNames,
-    default_topic_specs,
-    ensure_topics,
-    make_consumer,
-    make_producer,
-)
-from streamer.admin import admin_client
+from streamer.transport import Admin, TopicPartition, Transport
 
 log = logging.getLogger(__name__)
 
-
-class Runner(Protocol):
-    """What the service needs of the engine (gpu_engine.runner.EngineRunner fits).
-
-    Optional: `register_adapter(ref)` / `retire_adapter(id)` (the adapters topic is followed only
-    when present) and `cache_stats` (a gpu_engine.cache_stats.CacheStats, exported to /metrics).
-    """
-
-    def start(self) -> None: ...
-    def submit(self, req: GenerationRequest, on_event: Callable[[GenerationEvent], None]) -> None: ...
-    def abort(self, request_id: str) -> None: ...
-    def stop(self, timeout_s: float = ...) -> None: ...
+ANSWER_LINGER_MS = 2
+CLOSE_TIMEOUT_S = 10.0
 
 
 class InferenceService:
-    def __init__(
-        self, kafka: KafkaConfig, topics: TopicNames, config: ServeConfig, runner: Runner
-    ) -> None:
-        self.kafka = kafka
+    def __init__(self, transport: Transport, topics: TopicNames, config: ServeConfig, engine: EngineHandle) -> None:
+        self.transport = transport
         self.topics = topics
         self.config = config
-        self.runner = runner
-        self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
-        self.answers: dict[str, Answer] = {}
+        self.engine = engine
+        self.answers: dict[str, Answer] = {}  # request_id → the answer in flight
         self.ready = asyncio.Event()
         self.metrics = Metrics()
-        cache_stats = getattr(runner, "cache_stats", None)
+        cache_stats = getattr(engine, "cache_stats", None)
         if cache_stats is not None:
             self.metrics.registry.register(CacheCollector(cache_stats.snapshot))
-        self.reply_policy = ReplyPolicy(config.reply_pattern(topics.prefix), _service_topics(topics))
-        self.watchdog: CommitWatchdog[TopicPartition] = CommitWatchdog(config.commit_stall_s)
-        self.stalled_partitions: list[TopicPartition] = []
-        self.registry: AdapterRegistryListener | None = None
+        service_topics = [spec.name for spec in default_topic_specs(topics)]
+        self.reply_policy = ReplyPolicy(config.reply_pattern(topics.prefix), service_topics)
+        self.intake = Intake(transport, topics, config, self.metrics)
+        self.admission: Admission | None = None
+        self.adapters_topic: AdaptersTopicFollower | None = None
         self.health: HealthServer | None = None
-        self.epochs: PartitionEpochs | None = None
-        self._stopping = asyncio.Event()
-        self._paused = False
-        self._consumer = None
-        self._outbox: Outbox | None = None
         self._writer: AnswerWriter | None = None
-        self._directory: ReplyTopicDirectory | None = None
-        self._lookups: set[asyncio.Task[None]] = set()  # admissions waiting for a reply-topic lookup
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._served_by = config.served_by
+        self._stopping = asyncio.Event()
+
+    @property
+    def stalled_partitions(self) -> list[TopicPartition]:
+        return self.intake.stalled_partitions
 
     @property
     def chunks_per_reply_record(self) -> float:
@@ -115,354 +75,70 @@ class InferenceService:
         self._stopping.set()
 
     async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
         specs = default_topic_specs(self.topics, request_partitions=self.config.request_partitions)
-        await ensure_topics(self.kafka, specs)
-        async with admin_client(self.kafka) as admin:
-            self.epochs = PartitionEpochs(admin, self.config.group_id)
-            self._directory = ReplyTopicDirectory(lambda topic: _describe_one(admin, topic))
-            await self._run()
+        await self.transport.ensure_topics(specs)
+        async with self.transport.admin() as admin:
+            await self._run(admin)
 
-    async def _run(self) -> None:
-        producer = make_producer(self.kafka, linger_ms=2)
-        consumer = make_consumer(
-            self.kafka,
-            group_id=self.config.group_id,
-            group_instance_id=self.config.group_instance_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+    async def _run(self, admin: Admin) -> None:
+        config, intake = self.config, self.intake
+        producer = self.transport.producer(linger_ms=ANSWER_LINGER_MS)
+        outbox = Outbox(producer, config.send_retry)
+        directory = ReplyTopicDirectory(admin.describe_topic)
+        self._writer = writer = AnswerWriter(
+            outbox=outbox, loop=asyncio.get_running_loop(), topics=self.topics, config=config, metrics=self.metrics,
+            directory=directory, lookup=self.answers.get, abort=self.engine.abort,
+            settled=lambda answer: admission.settled(answer),  # admission is made next: it writes through writer
         )
-        self._consumer = consumer
-        control = ControlListener(self.kafka, self.topics.control, self._on_cancel)
-        if hasattr(self.runner, "register_adapter"):
-            self.registry = AdapterRegistryListener(self.kafka, self.topics.adapters, self.runner)
+        self.admission = admission = Admission(
+            engine=self.engine, writer=writer, answers=self.answers, epochs=intake.epochs, finish=intake.finish,
+            reply_policy=self.reply_policy, directory=directory, metrics=self.metrics, served_by=config.served_by,
+        )
+        control = ControlListener(self.transport, self.topics.control, on_cancel_request=admission.cancel)
+        if hasattr(self.engine, "register_adapter"):
+            self.adapters_topic = AdaptersTopicFollower(self.transport, self.topics.adapters, self.engine)
         await producer.start()
-        self._outbox = Outbox(producer, self.config.send_retry)
-        self._writer = AnswerWriter(
-            outbox=self._outbox, loop=self._loop, topics=self.topics, config=self.config, metrics=self.metrics,
-            directory=self._directory, lookup=self.answers.get, abort=self.runner.abort, settled=self._settled,
-        )
-        self.runner.start()
-        if self.registry is not None:
-            await self.registry.start()
+        self.engine.start()
+        if self.adapters_topic is not None:
+            await self.adapters_topic.start()
             try:  # answer with the registered versions from the first request on
-                await asyncio.wait_for(self.registry.caught_up.wait(), self.config.registry_catch_up_s)
+                await asyncio.wait_for(self.adapters_topic.caught_up.wait(), config.registry_catch_up_s)
             except TimeoutError:
-                log.warning("adapters topic not replayed within %.0f s; serving meanwhile", self.config.registry_catch_up_s)
-        consumer.subscribe([self.topics.requests], listener=_Rebalance(self))
-        await consumer.start()
+                log.warning("adapters topic not replayed within %.0f s; serving meanwhile", config.registry_catch_up_s)
+        await intake.consumer.start()
         await control.start()
-        if self.config.metrics_port is not None:
-            self.health = HealthServer(self.metrics, self.is_ready, self.config.metrics_host, self.config.metrics_port)
+        if config.metrics_port is not None:
+            self.health = HealthServer(self.metrics, self.is_ready, config.metrics_host, config.metrics_port)
             await self.health.start()
+
+        def gauges() -> None:
+            self.metrics.outbox_lanes.set(outbox.num_lanes)
+            self.metrics.outbox_unacked.set(outbox.num_unacked)
+
         try:
-            await self._poll_loop(consumer)
-            await self._drain()
-            await self._commit(consumer)
+            await intake.run(
+                admit=admission.admit, num_inflight=lambda: admission.num_inflight,
+                ready=self.ready, stopping=self._stopping, on_round=gauges,
+            )
+            await self._drain(admission, outbox)
+            await intake.commit()
         finally:
-            for task in self._lookups:
-                task.cancel()
+            admission.close()
             if self.health is not None:
                 await self.health.stop()
             await control.stop()
-            if self.registry is not None:
-                await self.registry.stop()
-            await consumer.stop()
-            await self._outbox.close(timeout_s=10.0)
+            if self.adapters_topic is not None:
+                await self.adapters_topic.stop()
+            await intake.consumer.stop()
+            await outbox.close(timeout_s=CLOSE_TIMEOUT_S)
             await producer.stop()
-            self.runner.stop(timeout_s=10.0)
+            self.engine.stop(timeout_s=CLOSE_TIMEOUT_S)
 
-    async def _poll_loop(self, consumer) -> None:
-        next_commit = time.monotonic()
-        while not self._stopping.is_set():
-            batch = await consumer.getmany(timeout_ms=20, max_records=self.config.max_fetch_records)
-            self.ready.set()
-            for tp, records in batch.items():
-                for record in records:
-                    self._admit(tp, record.offset, record.value or b"")
-            self._apply_backpressure(consumer)
-            if time.monotonic() >= next_commit:
-                await self._commit(consumer)
-                self._watch_commits(consumer)
-                next_commit = time.monotonic() + self.config.commit_interval_ms / 1000.0
-
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + self.config.shutdown_drain_s
-        while self.answers and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for answer in list(self.answers.values()):
-            self.runner.abort(answer.request_id)
-        if self._outbox is not None:
-            await self._outbox.close(timeout_s=5.0)
-
-    async def _commit(self, consumer) -> None:
-        offsets = self.offsets.committable()
-        if not offsets:
-            return
-        assigned = consumer.assignment()
-        offsets = {
-            tp: (off, self.epochs.metadata(tp)) for tp, off in offsets.items() if tp in assigned
-        }
-        if not offsets:
-            return
+    async def _drain(self, admission: Admission, outbox: Outbox) -> None:
+        """Let in-flight answers finish (up to shutdown_drain_s), abort the rest, flush the outbox."""
         try:
-            await consumer.commit(offsets)
-        except Exception as exc:  # transient (rebalance in progress, broker away): next round retries
-            log.warning("commit failed: %r", exc)
-            return
-        self.offsets.committed({tp: off for tp, (off, _) in offsets.items()})
-        now_s = time.monotonic()
-        for tp in offsets:
-            self.watchdog.committed(tp, now_s)
-
-    def _watch_commits(self, consumer) -> None:
-        lags = {}
-        for tp in consumer.assignment():
-            committed = self.offsets.committed_offset(tp)
-            highwater = consumer.highwater(tp)
-            if committed is None or highwater is None:
-                lags[tp] = self.offsets.num_open(tp)
-            else:
-                lags[tp] = max(highwater - committed, 0)
-        self.stalled_partitions = self.watchdog.stalled(lags, time.monotonic())
-        self.metrics.commit_stalled.set(len(self.stalled_partitions))
-        self.metrics.outbox_lanes.set(self._outbox.num_lanes)
-        self.metrics.outbox_unacked.set(self._outbox.num_unacked)
-
-    def _apply_backpressure(self, consumer) -> None:
-        inflight = len(self.answers) + len(self._lookups)
-        self.metrics.inflight.set(inflight)
-        if not self._paused and inflight >= self.config.max_inflight:
-            consumer.pause(*consumer.assignment())
-            self._paused = True
-            self.metrics.paused.set(1)
-        elif self._paused and inflight < self.config.resume_below:
-            consumer.resume(*consumer.assignment())
-            self._paused = False
-            self.metrics.paused.set(0)
-
-    # ---- admission -------------------------------------------------------------------------
-
-    def _admit(self, tp: TopicPartition, offset: int, raw: bytes) -> None:
-        """Take one record on; whatever goes wrong, it ends answered or dead-lettered."""
-        self.offsets.track(tp, offset)
-        answer = None
-        try:
-            try:
-                request = decode_request(raw)
-            except InvalidEvent as exc:
-                self._refuse(tp, offset, raw, exc)
-                return
-            running = self.answers.get(request.request_id)
-            if running is not None:  # the same request again while in flight: answer once
-                running.extra_offsets.append((tp, offset))
-                return
-            attempt = request.attempt + self.epochs.epoch(tp)
-            answer = Answer(
-                request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by
-            )
-            self.answers[request.request_id] = answer
-            self._check_reply_then_start(answer)
-        except Exception as exc:
-            self._internal_failure(tp, offset, raw, answer, exc)
-
-    def _check_reply_then_start(self, answer: Answer) -> None:
-        reply_to = answer.request.reply_to
-        if reply_to is None:
-            self._start(answer)
-            return
-        refusal = self.reply_policy.refusal(reply_to.topic)
-        if refusal is not None:
-            self._refuse_reply(answer, ErrorCode.REPLY_TOPIC_REFUSED, refusal)
-            return
-        status = self._directory.cached(reply_to.topic)
-        if status is not None:
-            self._start_if_deliverable(answer, status)
-            return
-        task = asyncio.ensure_future(self._lookup_then_start(answer))
-        self._lookups.add(task)
-        task.add_done_callback(self._lookups.discard)
-
-    async def _lookup_then_start(self, answer: Answer) -> None:
-        try:
-            status = await self._directory.lookup(answer.request.reply_to.topic)
-            if status is None:  # the broker could not say: try; a failed send ends the request
-                self._start(answer)
-            else:
-                self._start_if_deliverable(answer, status)
-        except Exception as exc:
-            self._internal_failure(TopicPartition(answer.topic, answer.partition), answer.offset, answer.raw, answer, exc)
-
-    def _start_if_deliverable(self, answer: Answer, status) -> None:
-        refusal = status.refusal(answer.request.reply_to)
-        if refusal is None:
-            self._start(answer)
-        else:
-            self._refuse_reply(answer, *refusal)
-
-    def _refuse_reply(self, answer: Answer, code: ErrorCode, message: str) -> None:
-        """Nothing goes to this reply address: the Error is on the results topic and the dead letter."""
-        answer.reply_failed = True
-        self._writer.error(answer, code, message, dead_letter=True)
-
-    def _start(self, answer: Answer) -> None:
-        request = answer.request
-        if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
-            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed before it was started")
-            return
-        if request.deadline_ms is not None:
-            delay_s = request.deadline_ms / 1000.0 - time.time()
-            answer.deadline_timer = self._loop.call_later(delay_s, self._expire, answer)
-        answer.submitted_s = time.monotonic()
-        loop = self._loop
-        self.runner.submit(
-            _generation_request(request), lambda ev: loop.call_soon_threadsafe(self._on_event, answer, ev)
-        )
-
-    def _refuse(self, tp: TopicPartition, offset: int, raw: bytes, exc: InvalidEvent) -> None:
-        """A record that is not a valid request: dead-letter it, tell the sender if its address is allowed."""
-        if exc.request_id is not None and exc.reply_to is not None:
-            attempt = exc.attempt + self.epochs.epoch(tp)
-            request = InferenceRequest(
-                request_id=exc.request_id, prompt="", reply_to=exc.reply_to, reply_token=exc.reply_token
-            )
-            answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by)
-            self._reply_refusal(exc.reply_to, encode(answer.error(exc.code, exc.message)), exc.request_id)
-        self._writer.dead_letter(
-            tp.topic, tp.partition, offset, raw, exc.code, exc.message, exc.request_id,
-            on_acked=lambda: self.offsets.done(tp, offset),
-        )
-
-    def _reply_refusal(self, address: ReplyAddress, record: bytes, request_id: str) -> None:
-        if self.reply_policy.refusal(address.topic) is not None:
-            return
-
-        async def send_when_known() -> None:
-            status = await self._directory.lookup(address.topic)
-            if status is None or status.refusal(address) is None:
-                self._writer.refusal_reply(address, record, request_id)
-
-        task = asyncio.ensure_future(send_when_known())
-        self._lookups.add(task)
-        task.add_done_callback(self._lookups.discard)
-
-    def _internal_failure(
-        self, tp: TopicPartition, offset: int, raw: bytes, answer: Answer | None, exc: Exception
-    ) -> None:
-        log.exception("request at %s:%d@%d failed", tp.topic, tp.partition, offset, exc_info=exc)
-        message = f"internal error: {type(exc).__name__}"
-        if answer is not None and not answer.finished and self.answers.get(answer.request_id) is answer:
-            self.runner.abort(answer.request_id)
-            self._writer.error(answer, ErrorCode.INTERNAL, message, dead_letter=True)
-            return
-        self._writer.dead_letter(
-            tp.topic, tp.partition, offset, raw, ErrorCode.INTERNAL, message, None,
-            on_acked=lambda: self.offsets.done(tp, offset),
-        )
-
-    def _settled(self, answer: Answer) -> None:
-        """The answer's results copy is acknowledged: its offsets are finished."""
-        if self.answers.get(answer.request_id) is answer:
-            del self.answers[answer.request_id]
-        self.offsets.done(TopicPartition(answer.topic, answer.partition), answer.offset)
-        for extra_tp, extra_offset in answer.extra_offsets:
-            self.offsets.done(extra_tp, extra_offset)
-
-    # ---- events from the engine thread (run on the loop) ------------------------------------
-
-    def _on_event(self, answer: Answer, event: GenerationEvent) -> None:
-        try:
-            self._handle_event(answer, event)
-        except Exception as exc:
-            self._internal_failure(TopicPartition(answer.topic, answer.partition), answer.offset, answer.raw, answer, exc)
-
-    def _handle_event(self, answer: Answer, event: GenerationEvent) -> None:
-        if answer.finished:
-            return
-        answer.prompt_tokens = event.prompt_tokens or answer.prompt_tokens
-        if event.text or event.token_ids:
-            answer.adapter_resolved = True  # tokens mean the adapter was found and loaded
-            answer.add(event.text, event.token_ids)
-            if answer.request.stream:
-                self._writer.tokens_added(answer)
-        if not event.is_final:
-            return
-        if event.adapter_tier is not None and event.finish_reason is not EngineFinish.ERROR:
-            answer.adapter_resolved = True  # an error may name the tier it looked in: not a resolution
-            self.metrics.adapter_tier.labels(self._writer.label(answer), event.adapter_tier).inc()
-        if event.finish_reason is EngineFinish.ERROR:
-            code, bad_input = wire_code(event.error_code)
-            self._writer.error(answer, code, event.error_message, dead_letter=bad_input)
-        elif event.finish_reason is EngineFinish.EXPIRED:
-            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")
-        elif answer.expired:
-            self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
-        else:
-            self._writer.final(answer, FinishReason(event.finish_reason.value))
-
-    def _expire(self, answer: Answer) -> None:
-        answer.deadline_timer = None
-        if not answer.finished:
-            answer.expired = True
-            self.runner.abort(answer.request_id)
-
-    def _on_cancel(self, request_id: str) -> None:
-        if request_id in self.answers:
-            self.runner.abort(request_id)
-
-    # ---- rebalance ----------------------------------------------------------------------------
-
-    def revoked(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.offsets.forget(tp)
-            self.epochs.forget(tp)
-            self.watchdog.revoked(tp)
-
-    def assigned(self, partitions: list[TopicPartition]) -> None:
-        now_s = time.monotonic()
-        for tp in partitions:
-            self.watchdog.assigned(tp, now_s)
-
-
-def _generation_request(request: InferenceRequest) -> GenerationRequest:
-    params = request.params
-    sampling = EngineSampling(
-        max_new_tokens=params.max_new_tokens,
-        temperature=params.temperature,
-        top_p=params.top_p,
-        top_k=params.top_k,
-        stop=tuple(params.stop),
-        seed=params.seed if params.seed is not None else derived_seed(request.request_id),
-    )
-    deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
-    return GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
-
-
-def _service_topics(topics: TopicNames) -> list[str]:
-    return [spec.name for spec in default_topic_specs(topics)]
-
-
-async def _describe_one(admin, topic: str) -> dict:
-    (entry,) = await admin.describe_topics([topic])
-    return entry
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, service: InferenceService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        consumer = self._service._consumer
-        if consumer is not None and revoked:
-            await self._service._commit(consumer)
-        self._service.revoked(list(revoked))
-        self._service.metrics.assigned_partitions.set(0)  # eager protocol: all are revoked
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        consumer = self._service._consumer
-        self._service.metrics.assigned_partitions.set(len(assigned))
-        self._service.assigned(list(assigned))
-        try:
-            await self._service.epochs.claim(consumer, list(assigned))
-        except Exception:  # answers then carry the request's own attempt; logged for operators
-            log.exception("could not claim partition epochs for %s", sorted(assigned))
+            await asyncio.wait_for(admission.wait_idle(), self.config.shutdown_drain_s)
+        except TimeoutError:
+            log.warning("%d answers unfinished after %.1f s; aborting them", len(self.answers), self.config.shutdown_drain_s)
+        admission.abort_all()
+        await outbox.close(timeout_s=5.0)

@@ -20,22 +20,9 @@ from pathlib import Path
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapters import CONFIG_FILE, check_adapter_id
 from gpu_engine.config import EngineConfig
-from gpu_engine.errors import AdapterInvalidError, AdapterNotFoundError
+from gpu_engine.errors import AdapterNotFoundError, AdapterPathRefusedError, AdapterTooLargeError
 from gpu_engine.uris import S3Location, is_s3_uri, parse_file_uri, parse_s3_uri
 from gpu_engine.adapter_files import ADAPTER_FILES, current_version_dir
-from gpu_engine.types import EngineErrorCode
-
-
-class AdapterPathRefusedError(AdapterNotFoundError):
-    """A uri, directory or file outside the configured roots (another bucket, a symlink out of the root)."""
-
-    code = EngineErrorCode.ADAPTER_PATH_REFUSED
-
-
-class AdapterTooLargeError(AdapterInvalidError):
-    """A file of the adapter is larger than the engine's byte cap for it."""
-
-    code = EngineErrorCode.ADAPTER_TOO_LARGE
 
 
 def _under(location: S3Location, root: S3Location) -> bool:

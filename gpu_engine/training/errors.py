@@ -1,8 +1,14 @@
-"""The training side's exception hierarchy; every error carries one code of a closed set."""
+"""The training side's exceptions; every error carries one code of a closed set.
+
+`TrainErrorCode` is the job process's own contract: its value travels in a `JobEvent` from the job
+subprocess to the worker, which maps it to the wire `ErrorCode` in one place (consumers/training).
+"""
 
 from __future__ import annotations
 
 import enum
+
+from lorastream.errors import LorastreamError
 
 
 class TrainErrorCode(str, enum.Enum):
@@ -23,7 +29,7 @@ class TrainErrorCode(str, enum.Enum):
     INTERNAL = "internal"
 
 
-class TrainingError(Exception):
+class TrainingError(LorastreamError):
     """Base of every error the training code raises on purpose."""
 
     code: TrainErrorCode = TrainErrorCode.INTERNAL

@@ -1,7 +1,9 @@
-"""Rows → token sequences whose loss covers the completion only (prompt positions masked)."""
+"""Token sequences to train on: prompt/completion rows whose loss covers the completion only
+(prompt positions masked), or plain text packed into blocks for pretraining."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gpu_engine.training.dataset import Row
@@ -11,7 +13,8 @@ IGNORE_INDEX = -100  # label of a position that adds nothing to the loss
 
 @dataclass(frozen=True)
 class Example:
-    """`input_ids` = prompt tokens (with the tokenizer's BOS) + completion tokens (+ EOS).
+    """`input_ids` = prompt tokens (with the tokenizer's BOS) + completion tokens (+ EOS), or a
+    block of packed text (`first_target` 1: every token but the first is a target).
 
     Token i is a loss target when i >= first_target: it is predicted from position i - 1.
     """
@@ -48,3 +51,20 @@ def tokenize_rows(tokenizer, rows: list[Row], max_seq_len: int) -> tuple[list[Ex
             continue
         examples.append(Example(tuple(ids), first_target))
     return examples, num_dropped
+
+
+def packed_examples(texts_ids: Iterable[Sequence[int]], eos_id: int, block_len_tokens: int) -> list[Example]:
+    """Pretraining examples: each text's ids then EOS, concatenated and cut into blocks of
+    `block_len_tokens` (the tail shorter than a block is dropped); every token after a block's
+    first is a target, so a block trains like Hugging Face's `model(input_ids, labels=input_ids)`.
+    """
+    if block_len_tokens < 2:
+        raise ValueError("block_len_tokens must be >= 2")
+    stream: list[int] = []
+    for ids in texts_ids:
+        stream.extend(ids)
+        stream.append(eos_id)
+    return [
+        Example(tuple(stream[start : start + block_len_tokens]), 1)
+        for start in range(0, len(stream) - block_len_tokens + 1, block_len_tokens)
+    ]

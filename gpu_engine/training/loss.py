@@ -1,8 +1,10 @@
-"""Micro-batches as tensors, and the loss summed over completion tokens only.
+"""Micro-batches as tensors, and the loss summed over their target tokens only.
 
-Rows are right-padded and no attention mask is passed: with a causal mask a real token never
-sees the pads after it, so the model takes the plain causal attention path. The output head runs
-only on positions that predict a completion token (the prompt's logits are never computed).
+The targets are an example's completion tokens (a fine-tune) or every token after a block's
+first (pretraining, `examples.packed_examples`). Rows are right-padded and no attention mask is
+passed: with a causal mask a real token never sees the pads after it, so the model takes the
+plain causal attention path. The output head runs only on positions that predict a target (a
+prompt's logits are never computed).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from gpu_engine.training.examples import Example
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor  # [B, T] right-padded
-    predict_mask: torch.Tensor  # [B, T] bool: position t predicts a completion token t + 1
+    predict_mask: torch.Tensor  # [B, T] bool: position t predicts a target token t + 1
     targets: torch.Tensor  # [K] the predicted tokens, row-major (K = predict_mask.sum())
     num_tokens: int  # real tokens (pads left out)
 
@@ -37,11 +39,12 @@ def collate(examples: list[Example], pad_id: int, device: torch.device) -> Batch
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Summed cross-entropy of the completion tokens of `batch` (a 0-dim tensor).
+    """Summed cross-entropy of the target tokens of `batch` (a 0-dim tensor).
 
-    `model` is the peft-wrapped causal LM; its decoder and output head are called directly.
+    `model` is a causal LM, peft-wrapped (a LoRA fine-tune) or not (full-parameter training);
+    its decoder and output head are called directly.
     """
-    causal_lm = model.get_base_model()
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = causal_lm.get_decoder()(input_ids=batch.input_ids, use_cache=False).last_hidden_state  # [B, T, H]
     logits = causal_lm.get_output_embeddings()(hidden[batch.predict_mask])  # [K, V]
     return F.cross_entropy(logits.float(), batch.targets, reduction="sum")

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in _QUIET_ENV.items():
         os.environ.setdefault(key, value)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its notice about an optional `kernels` package is noise here
     out = claim_stdout()
     stop = StopSignal()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.cancel())

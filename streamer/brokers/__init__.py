@@ -1,22 +1,19 @@
-"""Development and test brokers run as child processes: Apache Kafka from jars, or Tansu.
+"""A broker run as a child process on loopback, and the embedded one the runtime ships: Tansu.
 
-Both pick free loopback ports, are ready only once a real Kafka metadata request names a broker,
-and are killed at interpreter exit at the latest. `stop()` ends the process but keeps its data
-and ports, so `start()` brings the same broker back (a restart); `close()` also deletes the
-working directory. As context managers (sync or async) they start on enter and close on exit.
+A `BrokerProcess` picks a free loopback port, is ready only once a real Kafka metadata request
+names a broker, and is killed at interpreter exit at the latest. `stop()` ends the process but
+keeps its data and ports, so `start()` brings the same broker back (a restart); `close()` also
+deletes the working directory. As a context manager (sync or async) it starts on enter and
+closes on exit. Apache Kafka from jars, for development and tests, is in `devbrokers` (a source
+checkout's package, not in the wheel).
 """
 
-from streamer.brokers.kafka_jars import KafkaJarBroker, find_java
 from streamer.brokers.process import BrokerProcess, free_port, probe_metadata
-from streamer.brokers.secured import SecuredKafkaJarBroker
 from streamer.brokers.tansu import TansuBroker
 
 __all__ = [
     "BrokerProcess",
-    "KafkaJarBroker",
-    "SecuredKafkaJarBroker",
     "TansuBroker",
-    "find_java",
     "free_port",
     "probe_metadata",
 ]

@@ -50,7 +50,9 @@ class Producer(Protocol):
         self, topic: str, value: bytes | None, *, key: bytes | None = None, partition: int | None = None
     ) -> asyncio.Future[None]:
         """Enqueue one record; the returned future resolves on the broker's acknowledgement or
-        raises the send's error. Awaiting `send` itself may raise too (no metadata, bad partition)."""
+        raises the send's error. Awaiting `send` itself may raise too: UnknownTopicOrPartitionError
+        only when the broker says the topic or partition does not exist, TopicAuthorizationFailedError
+        when its ACLs refuse, KafkaTimeoutError when it cannot tell (transient)."""
         ...
 
 

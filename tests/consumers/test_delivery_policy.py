@@ -20,7 +20,8 @@ from aiokafka.errors import (
 
 from streamer.commit_watchdog import CommitWatchdog
 from streamer.reply_topics import ReplyPolicy, ReplyTopicDirectory, TopicStatus
-from streamer.send_policy import RetryPolicy, SendOutcome, classify
+from streamer.retry import RetryPolicy
+from streamer.send_policy import SendOutcome, classify
 from schemas import ErrorCode, ReplyAddress
 
 CLASSIFY = {

@@ -5,41 +5,33 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 
 from streamer.outbox import Outbox
-from streamer.send_policy import RetryPolicy, SendOutcome
-
-
-class FakeCluster:
-    def __init__(self, topics: dict[str, int]) -> None:
-        self.topics = topics
-        self.unauthorized_topics: set[str] = set()
-
-    def partitions_for_topic(self, topic: str):
-        n = self.topics.get(topic)
-        return set(range(n)) if n else None
-
-
-class FakeClient:
-    def __init__(self, cluster: FakeCluster) -> None:
-        self.cluster = cluster
-
-    async def fetch_all_metadata(self) -> FakeCluster:
-        return self.cluster
+from streamer.retry import RetryPolicy
+from streamer.send_policy import SendOutcome
 
 
 class FakeProducer:
-    """send() behaves per topic: 'hang' never acks, 'fail:<n>' raises a transient error n times."""
+    """send() behaves per topic: 'hang' never acks, an int n raises a transient error n times, an
+    exception is raised; a partition the topic lacks raises UnknownTopicOrPartitionError, as the
+    Producer contract says (streamer/transport/protocol.py)."""
 
     def __init__(self, topics: dict[str, int], behaviour: dict[str, object]) -> None:
-        self.client = FakeClient(FakeCluster(topics))
+        self.topics = topics
         self.behaviour = behaviour
         self.sent: list[tuple[str, bytes]] = []
         self.tries: dict[str, int] = {}
 
     async def send(self, topic, value, key=None, partition=None):
         self.tries[topic] = self.tries.get(topic, 0) + 1
+        if partition is not None and partition >= self.topics.get(topic, 0):
+            raise UnknownTopicOrPartitionError(f"{topic} has no partition {partition}")
         what = self.behaviour.get(topic)
         if what == "hang":
             await asyncio.Event().wait()

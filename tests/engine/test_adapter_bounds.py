@@ -15,8 +15,14 @@ import pytest
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
-from gpu_engine.store import AdapterPathRefusedError
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.errors import (
+    AdapterNotFoundError,
+    AdapterPathRefusedError,
+    AdapterPatternUnsafeError,
+    AdapterTooLargeError,
+    AdapterUnavailableError,
+)
+from gpu_engine.types import FinishReason, GenerationRequest, SamplingParams
 from tests.engine.engine_helpers import run_all
 
 PROMPT = "Hello café world, the engine"
@@ -61,7 +67,7 @@ def request(adapter_id: str | None, request_id: str | None = None) -> Generation
     return GenerationRequest(request_id or uuid.uuid4().hex, PROMPT, adapter_id, SamplingParams(max_new_tokens=4))
 
 
-def outcome_codes(engine: Engine, requests: list[GenerationRequest]) -> dict[str, EngineErrorCode | None]:
+def outcome_codes(engine: Engine, requests: list[GenerationRequest]) -> dict[str, str | None]:
     outcomes = run_all(engine, requests)
     return {r.request_id: outcomes[r.request_id].final.error_code for r in requests}
 
@@ -69,9 +75,9 @@ def outcome_codes(engine: Engine, requests: list[GenerationRequest]) -> dict[str
 @pytest.mark.parametrize(
     ("adapter_id", "code"),
     [
-        ("hostile/linked", EngineErrorCode.ADAPTER_PATH_REFUSED),
-        ("hostile/backref", EngineErrorCode.ADAPTER_PATTERN_UNSAFE),
-        ("hostile/big", EngineErrorCode.ADAPTER_TOO_LARGE),
+        ("hostile/linked", AdapterPathRefusedError.code),
+        ("hostile/backref", AdapterPatternUnsafeError.code),
+        ("hostile/big", AdapterTooLargeError.code),
         ("hostile/evil-pattern", None),  # matched by RE2 in linear time: the adapter simply loads
     ],
 )
@@ -87,11 +93,11 @@ def test_registrations_outside_the_roots_are_refused_and_the_id_keeps_its_versio
     for uri in ((outside / "evil").as_uri(), "file:///etc", "s3://any-bucket/adapters/good"):
         with pytest.raises(AdapterPathRefusedError):
             engine.register_adapter(AdapterRef(GOOD, 7, uri))
-    assert engine.adapters.registry.current_version(GOOD) == 0
+    assert engine.adapter_cache.registry.current_version(GOOD) == 0
     assert outcome_codes(engine, [request(GOOD, "still-good")]) == {"still-good": None}
     engine.register_adapter(AdapterRef(GOOD, 2, (published / "v2").as_uri()))  # an allowed root
     engine.register_adapter(AdapterRef("renamed", 1, (root / GOOD).as_uri()))
-    assert engine.adapters.registry.current_version(GOOD) == 2
+    assert engine.adapter_cache.registry.current_version(GOOD) == 2
     assert outcome_codes(engine, [request(GOOD, "v2"), request("renamed", "r")]) == {"v2": None, "r": None}
 
 
@@ -102,9 +108,9 @@ def test_a_flood_of_unknown_ids_is_answered_and_bounded(engine):
     codes = outcome_codes(engine, [*flood[:150], *good, *flood[150:]])
     assert {r.request_id: codes[r.request_id] for r in good} == {r.request_id: None for r in good}
     flood_codes = [codes[r.request_id] for r in flood]
-    assert set(flood_codes) <= {EngineErrorCode.ADAPTER_NOT_FOUND, EngineErrorCode.ADAPTER_UNAVAILABLE}
-    print(f"\nflood of 300 unknown ids: {flood_codes.count(EngineErrorCode.ADAPTER_NOT_FOUND)} not found, "
-          f"{flood_codes.count(EngineErrorCode.ADAPTER_UNAVAILABLE)} refused for load (max 4 pending)")
-    assert engine.adapters.loader.num_loading == 0
-    assert engine.adapters.loader.num_remembered_failures <= 300
+    assert set(flood_codes) <= {AdapterNotFoundError.code, AdapterUnavailableError.code}
+    print(f"\nflood of 300 unknown ids: {flood_codes.count(AdapterNotFoundError.code)} not found, "
+          f"{flood_codes.count(AdapterUnavailableError.code)} refused for load (max 4 pending)")
+    assert engine.adapter_cache.loader.num_loading == 0
+    assert engine.adapter_cache.loader.num_remembered_failures <= 300
     assert run_all(engine, [request(GOOD, "after")])["after"].final.finish_reason is FinishReason.LENGTH

@@ -37,11 +37,6 @@ def test_zipf_sequence_is_seeded_and_skewed():
     assert counts[0][1] > 20 * counts[len(counts) // 2][1]  # head far above the median adapter
 
 
-@pytest.mark.parametrize(("values", "q", "expected"), [([3.0], 50, 3.0), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 99, 4)])
-def test_percentile_is_nearest_rank(values, q, expected):
-    assert bench.percentile(values, q) == expected
-
-
 def test_targets_have_their_directions():
     zipf = {"resident": {"tokens_per_s": 100.0}, f"budget_{bench.MAIN_BUDGET}": {"tokens_per_s": 85.0}}
     ratios, met = bench.summarize(zipf, cold_p50_ms=25.0)

@@ -7,7 +7,7 @@ import pytest
 from gpu_engine.config import EngineConfig
 from gpu_engine.scheduler import Scheduler
 from gpu_engine.segments import BucketRows, Segment, find_segments, group_buckets, segment_sort_key
-from gpu_engine.sequence import Sequence
+from gpu_engine.seq_state import SeqState
 from gpu_engine.slots import SlotAllocator
 from gpu_engine.types import GenerationRequest
 
@@ -90,8 +90,8 @@ def test_slot_allocator_hands_out_lowest_free_slot():
         SlotAllocator(2).release(0)
 
 
-def seq(request_id: str, prompt_len: int) -> Sequence:
-    return Sequence.from_prompt(GenerationRequest(request_id, "p"), list(range(prompt_len)), None)
+def seq(request_id: str, prompt_len: int) -> SeqState:
+    return SeqState.from_prompt(GenerationRequest(request_id, "p"), list(range(prompt_len)), None)
 
 
 def plan(scheduler: Scheduler) -> list[tuple[str, int]]:
@@ -131,7 +131,7 @@ def test_scheduler_finish_frees_slot_for_waiting_request():
     scheduler.add(b)
     assert plan(scheduler) == [("a", 2)]
     scheduler.finish(a)
-    assert (a.slot, scheduler.num_running, scheduler.num_waiting) == (None, 0, 1)
+    assert (a.kv_slot, scheduler.num_running, scheduler.num_waiting) == (None, 0, 1)
     assert plan(scheduler) == [("b", 2)]
     scheduler.finish(b)
     scheduler.add(c := seq("c", 1))

@@ -15,10 +15,11 @@ from gpu_engine import engine as engine_module
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
-from gpu_engine.runner import EngineRunner
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.engine_thread import EngineThread
+from gpu_engine.types import FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.errors import AdapterCorruptError, AdapterNotFoundError, AdapterUnavailableError, EngineError
 from tests.engine.engine_helpers import Outcome, run_all
-from tests.engine.test_engine_runner import Collector
+from tests.engine.test_engine_thread import Collector
 
 PROMPT = "The quick dog runs over the river"
 TIMEOUT_S = 30
@@ -81,7 +82,7 @@ def step_until(engine: Engine, outcomes: dict[str, Outcome], done, max_steps: in
 
 
 def assert_nothing_pinned(engine: Engine) -> None:
-    cache = engine.adapters
+    cache = engine.adapter_cache
     assert cache.device.pinned_keys() == [] and cache.host.pinned_keys() == []
     assert cache.num_blocked == 0 and engine.num_running == engine.num_waiting == 0
 
@@ -112,7 +113,7 @@ def test_requests_for_a_loading_adapter_share_one_load_and_do_not_delay_others(m
 def test_runner_sleeps_while_only_loads_are_pending_and_wakes_when_one_lands(make_engine):
     engine, store = make_engine()
     store.gates["r16-all"] = threading.Event()
-    runner = EngineRunner(engine)
+    runner = EngineThread(engine)
     runner.start()
     try:
         sink, base = Collector(expected=1), Collector(expected=1)
@@ -130,7 +131,7 @@ def test_runner_sleeps_while_only_loads_are_pending_and_wakes_when_one_lands(mak
 def test_the_sleeping_runner_expires_a_request_whose_adapter_never_arrives(make_engine):
     engine, store = make_engine()
     store.gates["r8-qv"] = threading.Event()
-    runner = EngineRunner(engine)
+    runner = EngineThread(engine)
     runner.start()
     try:
         sink = Collector(expected=1)
@@ -138,7 +139,7 @@ def test_the_sleeping_runner_expires_a_request_whose_adapter_never_arrives(make_
         sink.wait()
         final = sink.finals()["late"]
         assert final.finish_reason is FinishReason.EXPIRED and final.completion_tokens == 0
-        assert engine.adapters.num_blocked == 0
+        assert engine.adapter_cache.num_blocked == 0
     finally:
         runner.stop(timeout_s=5)
 
@@ -168,7 +169,7 @@ def test_pins_are_released_however_a_request_ends(make_engine, monkeypatch):
     assert finals["expired-waiting"].finish_reason is FinishReason.EXPIRED
     assert finals["expired-loading"].finish_reason is FinishReason.EXPIRED
     assert outcomes["expired-loading"].token_ids == outcomes["expired-waiting"].token_ids == []
-    assert finals["missing"].error_code is EngineErrorCode.ADAPTER_NOT_FOUND
+    assert finals["missing"].error_code == AdapterNotFoundError.code
     assert_nothing_pinned(engine)
 
     def explode(*args, **kwargs):
@@ -176,7 +177,7 @@ def test_pins_are_released_however_a_request_ends(make_engine, monkeypatch):
 
     monkeypatch.setattr(engine_module, "run_step", explode)
     failed = run_all(engine, [request("step-fails", "r8-qv")])["step-fails"]
-    assert failed.final.error_code is EngineErrorCode.INTERNAL
+    assert failed.final.error_code == EngineError.code
     assert_nothing_pinned(engine)
 
 
@@ -186,7 +187,7 @@ def test_a_small_device_budget_evicts_and_gives_the_same_tokens(make_engine, bud
     reference, _ = make_engine()
     requests = [request(f"{name}:{i}", name, max_new_tokens=5) for i in range(2) for name in names]
     expected = {rid: o.token_ids for rid, o in run_all(reference, requests).items()}
-    sizes = [reference.adapters.device.size((name, 0)) for name in names]
+    sizes = [reference.adapter_cache.device.size((name, 0)) for name in names]
     budget = max(max(sizes), int(budget_fraction * sum(sizes)))  # from one adapter at a time to most of them
     engine, _ = make_engine(device_cache_bytes=budget)
     for r in requests:
@@ -197,7 +198,7 @@ def test_a_small_device_budget_evicts_and_gives_the_same_tokens(make_engine, bud
             break
         for event in engine.step():
             outcomes.setdefault(event.request_id, Outcome()).events.append(event)
-        assert engine.adapters.device.num_bytes <= budget
+        assert engine.adapter_cache.device.num_bytes <= budget
     assert {rid: o.token_ids for rid, o in outcomes.items()} == expected
     stats = engine.cache_stats.snapshot()["device"]
     assert stats.evictions > 0 and stats.misses + stats.hits == len(requests)
@@ -207,7 +208,7 @@ def test_a_small_device_budget_evicts_and_gives_the_same_tokens(make_engine, bud
 def test_an_adapter_larger_than_the_device_budget_is_refused_others_run(make_engine):
     engine, _ = make_engine(device_cache_bytes=20_000)  # r8-qv is 14 kB, r16-all 128 kB
     outcomes = run_all(engine, [request("big", "r16-all"), request("small", "r8-qv"), request("base", None)])
-    assert outcomes["big"].final.error_code is EngineErrorCode.ADAPTER_UNAVAILABLE
+    assert outcomes["big"].final.error_code == AdapterUnavailableError.code
     assert "budget" in outcomes["big"].final.error_message
     assert outcomes["small"].final.finish_reason is outcomes["base"].final.finish_reason is FinishReason.LENGTH
     assert_nothing_pinned(engine)
@@ -216,13 +217,13 @@ def test_an_adapter_larger_than_the_device_budget_is_refused_others_run(make_eng
 def test_held_adapters_stay_resident_until_superseded(make_engine, adapter_root):
     engine, _ = make_engine(device_cache_bytes=20_000)
     key = engine.load_adapter("r8-qv")
-    assert engine.adapters.device.pinned_keys() == [("r8-qv", 0)]
+    assert engine.adapter_cache.device.pinned_keys() == [("r8-qv", 0)]
     outcome = run_all(engine, [request("other", "r4-qv")])["other"]
-    assert outcome.final.error_code is EngineErrorCode.ADAPTER_UNAVAILABLE  # the held one leaves no room
+    assert outcome.final.error_code == AdapterUnavailableError.code  # the held one leaves no room
     assert engine.load_adapter("r8-qv") == key
     engine.register_adapter(AdapterRef("r8-qv", 1, (adapter_root / "r8-qv").as_uri()))
     engine.step()  # applies the invalidation: version 0 is no longer held
-    assert engine.adapters.device.keys() == [] and engine.adapters.device.pinned_keys() == []
+    assert engine.adapter_cache.device.keys() == [] and engine.adapter_cache.device.pinned_keys() == []
 
 
 def test_a_corrupt_adapter_fails_its_requests_with_a_typed_error_others_proceed(make_engine, adapter_root, tmp_path):
@@ -237,18 +238,18 @@ def test_a_corrupt_adapter_fails_its_requests_with_a_typed_error_others_proceed(
     outcomes = run_all(engine, requests)
     for i in range(3):
         final = outcomes[f"broken{i}"].final
-        assert final.finish_reason is FinishReason.ERROR and final.error_code is EngineErrorCode.ADAPTER_CORRUPT
+        assert final.finish_reason is FinishReason.ERROR and final.error_code == AdapterCorruptError.code
     for rid in ("ok-a", "ok-b", "base"):
         assert outcomes[rid].final.finish_reason is FinishReason.LENGTH
     assert store.checkouts[("broken", 0)] == 1  # the failure is shared, and remembered
     again = run_all(engine, [request("broken-again", "broken")])["broken-again"]
-    assert again.final.error_code is EngineErrorCode.ADAPTER_CORRUPT and store.checkouts[("broken", 0)] == 1
+    assert again.final.error_code == AdapterCorruptError.code and store.checkouts[("broken", 0)] == 1
     assert_nothing_pinned(engine)
 
 
 def test_registry_and_prefetch_calls_from_other_threads_while_the_engine_steps(make_engine, adapter_root):
     engine, _ = make_engine(device_cache_bytes=300_000)
-    runner = EngineRunner(engine)
+    runner = EngineThread(engine)
     runner.start()
     names = ["r4-qv", "r8-qv", "r16-all", "r8-attn", "r4-down"]
     stop = threading.Event()
@@ -283,7 +284,7 @@ def test_registry_and_prefetch_calls_from_other_threads_while_the_engine_steps(m
     assert {e.finish_reason for e in sink.finals().values()} == {FinishReason.LENGTH}
     engine.step()  # apply the last invalidations
     assert_nothing_pinned(engine)
-    assert all(engine.adapters.registry.is_current(key) for key in engine.adapters.device.keys())
+    assert all(engine.adapter_cache.registry.is_current(key) for key in engine.adapter_cache.device.keys())
 
 
 def test_final_events_name_the_tier_the_adapter_was_in_on_arrival(make_engine):

@@ -13,7 +13,8 @@ from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
 from gpu_engine.tiny import build_tiny_adapter
 from gpu_engine.adapter_files import adapter_checksum
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.types import FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.errors import AdapterChecksumError, AdapterNotFoundError
 from tests.engine.engine_helpers import ALL_PROJECTIONS, Outcome, peft_greedy, peft_model, run_all
 
 PROMPT = "Hello café world, the engine"
@@ -82,13 +83,13 @@ def test_a_new_version_is_served_while_the_running_request_finishes_on_its_own(e
     running = start_running(engine, "long-v1")
     engine.register_adapter(v2_ref(versions))
     running.events += engine.step()
-    assert engine.adapters.device.num_pins((ADAPTER, 0)) == 1  # superseded, still pinned by long-v1
+    assert engine.adapter_cache.device.num_pins((ADAPTER, 0)) == 1  # superseded, still pinned by long-v1
     outcomes = finish(engine, {"long-v1": running}, [request("short-v2", SHORT)])
     assert outcomes["long-v1"].token_ids == expected[("v1", LONG)]
     assert outcomes["short-v2"].token_ids == expected[("v2", SHORT)]
     assert {o.final.finish_reason for o in outcomes.values()} == {FinishReason.LENGTH}
     # version 0 left both tiers with its last request; later requests keep getting version 2
-    assert engine.adapters.device.keys() == [(ADAPTER, 2)] and (ADAPTER, 0) not in engine.adapters.host
+    assert engine.adapter_cache.device.keys() == [(ADAPTER, 2)] and (ADAPTER, 0) not in engine.adapter_cache.host
     assert run_all(engine, [request("again", SHORT)])["again"].token_ids == expected[("v2", SHORT)]
 
 
@@ -97,9 +98,9 @@ def test_retired_adapters_are_not_found_and_can_come_back(engine, versions, expe
     engine.retire_adapter(ADAPTER)
     outcomes = finish(engine, {"long-v1": running}, [request("after-retire", SHORT), request("other", SHORT, "r8-qv")])
     assert outcomes["long-v1"].token_ids == expected[("v1", LONG)]
-    assert outcomes["after-retire"].final.error_code is EngineErrorCode.ADAPTER_NOT_FOUND
+    assert outcomes["after-retire"].final.error_code == AdapterNotFoundError.code
     assert outcomes["other"].final.finish_reason is FinishReason.LENGTH
-    assert ADAPTER not in {key[0] for key in engine.adapters.device.keys()}
+    assert ADAPTER not in {key[0] for key in engine.adapter_cache.device.keys()}
     engine.register_adapter(v2_ref(versions))
     assert run_all(engine, [request("back", SHORT)])["back"].token_ids == expected[("v2", SHORT)]
 
@@ -107,8 +108,8 @@ def test_retired_adapters_are_not_found_and_can_come_back(engine, versions, expe
 @pytest.mark.parametrize(
     ("ref_options", "code"),
     [
-        ({"checksum": "0" * 64}, EngineErrorCode.ADAPTER_CHECKSUM_MISMATCH),
-        ({"uri": "nonexistent"}, EngineErrorCode.ADAPTER_NOT_FOUND),  # a missing directory inside an allowed root
+        ({"checksum": "0" * 64}, AdapterChecksumError.code),
+        ({"uri": "nonexistent"}, AdapterNotFoundError.code),  # a missing directory inside an allowed root
     ],
 )
 def test_a_bad_registration_fails_its_requests_others_keep_serving(engine, versions, ref_options, code):

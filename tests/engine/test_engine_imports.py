@@ -11,7 +11,7 @@ FORBIDDEN = ("aiokafka", "schemas", "streamer", "consumers", "triton")
 
 def test_engine_modules_import_nothing_from_the_kafka_side():
     code = (
-        "import sys, gpu_engine.engine, gpu_engine.runner, gpu_engine.tiny\n"
+        "import sys, gpu_engine.engine, gpu_engine.engine_thread, gpu_engine.tiny\n"
         f"print(sorted(m for m in {FORBIDDEN!r} if m in sys.modules))"
     )
     result = subprocess.run(

@@ -40,8 +40,8 @@ def mixed_step_logits(engine: Engine, items: list[tuple[list[int], str | None]],
     device = engine.model.device
     with torch.inference_mode():
         logits = forward(
-            engine.model, engine.cache, torch.tensor(ids, device=device), torch.tensor(positions, device=device),
-            AttentionPlan(chunks, engine.spec.sliding_windows, engine.cache, device),
+            engine.model, engine.kv_cache, torch.tensor(ids, device=device), torch.tensor(positions, device=device),
+            AttentionPlan(chunks, engine.spec.sliding_windows, engine.kv_cache, device),
             LoraStep(engine.bank, segments, engine.lora_backend), torch.arange(len(ids), device=device),
         )
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)

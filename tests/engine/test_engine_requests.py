@@ -10,7 +10,8 @@ import pytest
 from gpu_engine import engine as engine_module
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.types import FinishReason, GenerationRequest, SamplingParams
+from gpu_engine.errors import AdapterNotFoundError, EngineError, PromptTooLongError, RequestInvalidError
 from tests.engine.engine_helpers import run_all
 
 PROMPT = "The quick dog runs over the river"
@@ -67,10 +68,10 @@ def test_chunked_prefill_gives_the_same_tokens(tiny_model_dir, adapter_root, eng
 @pytest.mark.parametrize(
     ("adapter_id", "code"),
     [
-        ("no-such-adapter", EngineErrorCode.ADAPTER_NOT_FOUND),
-        ("../llama", EngineErrorCode.ADAPTER_NOT_FOUND),
-        ("/etc", EngineErrorCode.ADAPTER_NOT_FOUND),
-        ("r8-qv/../../x", EngineErrorCode.ADAPTER_NOT_FOUND),
+        ("no-such-adapter", AdapterNotFoundError.code),
+        ("../llama", AdapterNotFoundError.code),
+        ("/etc", AdapterNotFoundError.code),
+        ("r8-qv/../../x", AdapterNotFoundError.code),
     ],
 )
 def test_bad_adapter_ids_become_error_events(engine, adapter_id, code):
@@ -81,7 +82,7 @@ def test_bad_adapter_ids_become_error_events(engine, adapter_id, code):
 def test_prompt_too_long_is_an_error_event(tiny_model_dir):
     short = Engine(EngineConfig(str(tiny_model_dir), max_batch_size=2, max_step_tokens=64, max_model_len=16))
     final = greedy(short, "word " * 40).final
-    assert final.error_code is EngineErrorCode.PROMPT_TOO_LONG
+    assert final.error_code == PromptTooLongError.code
 
 
 def test_generation_stops_at_max_model_len(tiny_model_dir):
@@ -100,7 +101,7 @@ def test_duplicate_request_id_is_refused(engine):
     while engine.has_work():
         events += engine.step()
     finals = [(e.finish_reason, e.error_code) for e in events if e.is_final]
-    assert finals == [(FinishReason.ERROR, EngineErrorCode.INVALID_PARAMS), (FinishReason.LENGTH, None)]
+    assert finals == [(FinishReason.ERROR, RequestInvalidError.code), (FinishReason.LENGTH, None)]
 
 
 def test_abort_ends_with_cancelled(engine):
@@ -119,7 +120,7 @@ def test_failing_step_fails_its_requests_with_internal_and_engine_recovers(engin
 
     monkeypatch.setattr(engine_module, "run_step", explode)
     final = greedy(engine).final
-    assert final.error_code is EngineErrorCode.INTERNAL and "kernel exploded" in final.error_message
+    assert final.error_code == EngineError.code and "kernel exploded" in final.error_message
     monkeypatch.undo()
     assert engine.num_running == 0
     assert greedy(engine).final.finish_reason is FinishReason.LENGTH

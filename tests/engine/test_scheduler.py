@@ -11,16 +11,16 @@ from collections import Counter
 import pytest
 
 from gpu_engine.fairness import DECODE_WEIGHT, PREFILL_WEIGHT
-from gpu_engine.scheduler import Scheduler, adapter_key
-from gpu_engine.sequence import Sequence
+from gpu_engine.scheduler import Scheduler, tenant_of
+from gpu_engine.seq_state import SeqState
 from gpu_engine.types import GenerationRequest, SamplingParams
 
 
 def make_seq(rid: str, adapter: str | None = None, prompt_len: int = 4, max_new: int = 4,
-             deadline: float | None = None) -> Sequence:
+             deadline: float | None = None) -> SeqState:
     request = GenerationRequest(rid, "p", adapter_id=adapter, sampling=SamplingParams(max_new_tokens=max_new),
                                 deadline_s=deadline)
-    return Sequence.from_prompt(request, list(range(prompt_len)), None)
+    return SeqState.from_prompt(request, list(range(prompt_len)), None)
 
 
 class Sim:
@@ -35,14 +35,14 @@ class Sim:
         self.running_sizes: list[int] = []
         self.step_adapters: list[set[str]] = []  # distinct non-None adapters running in each step
 
-    def add(self, *seqs: Sequence) -> None:
+    def add(self, *seqs: SeqState) -> None:
         for seq in seqs:
             self.scheduler.add(seq)
 
     def step(self) -> list[tuple[str, int]]:
         chunks = self.scheduler.schedule()
         self.running_sizes.append(self.scheduler.num_running)
-        self.step_adapters.append({a for c in chunks if (a := adapter_key(c.seq)) is not None})
+        self.step_adapters.append({a for c in chunks if (a := tenant_of(c.seq)) is not None})
         for chunk in chunks:
             seq = chunk.seq
             if seq.num_computed == 0:
@@ -67,7 +67,7 @@ class Sim:
 # --- fairness ------------------------------------------------------------------------------------
 
 
-def hot_and_cold() -> list[Sequence]:
+def hot_and_cold() -> list[SeqState]:
     """A hot adapter with 100 queued requests, then 5 cold adapters with 2 each (arriving later)."""
     hot = [make_seq(f"hot{i}", "hot") for i in range(100)]
     cold = [make_seq(f"c{a}-{i}", f"cold{a}") for a in range(5) for i in range(2)]
@@ -149,7 +149,7 @@ def test_lift_on_rearrival():
     # b's idle time is not banked: on re-arrival it is lifted to a's counter again
     sim.add(make_seq("b2", "b", max_new=1))
     assert sched.counters()["b"] == sched.counters()["a"]
-    assert b1.slot is None
+    assert b1.kv_slot is None
 
 
 def test_lift_when_nothing_is_active_uses_the_last_idle_counter():
@@ -246,7 +246,7 @@ def test_admit_false_does_not_block_other_adapters(fairness):
     ready = {"slow": False}
     calls: Counter[str] = Counter()
 
-    def admit(seq: Sequence) -> bool:
+    def admit(seq: SeqState) -> bool:
         calls[seq.request.adapter_id or ""] += 1
         return ready.get(seq.request.adapter_id, True)
 
@@ -315,7 +315,7 @@ def test_take_expired_returns_waiting_sequences_past_their_deadline():
     sim.step()  # "later" is due: schedule() does not admit it, "never" goes instead
     assert sim.admitted == ["running", "never"]
     assert [s.request_id for s in sched.take_expired()] == ["later"]
-    assert soon.slot is None and sched.num_waiting == 0
+    assert soon.kv_slot is None and sched.num_waiting == 0
 
 
 def test_take_expired_is_free_without_deadlines():

@@ -10,7 +10,8 @@ import pytest
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
-from consumers.serve import build_runner
+from streamer.transport.kafka import KafkaTransport
+from consumers.serve import build_engine_thread
 from streamer import KafkaConfig, TopicNames
 
 ADAPTER_SPECS = {
@@ -37,8 +38,8 @@ async def serving(kafka_bootstrap, topic_prefix, tiny_model):
     model_dir, adapter_root = tiny_model
     kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap)
     topics = TopicNames(topic_prefix)
-    runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
-    service = InferenceService(kafka, topics, ServeConfig(request_partitions=2), runner)
+    runner = build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+    service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(request_partitions=2), runner)
     task = asyncio.create_task(service.run())
     ready = asyncio.create_task(service.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

@@ -45,7 +45,7 @@ async def _publish(kafka, topics, event: AdapterEvent | None, key: str) -> None:
 async def _applied(service, adapter_id: str, version: int | None, timeout_s: float = 20.0) -> None:
     """Wait until the service's registry listener has applied `version` (None: retired)."""
     async def poll() -> None:
-        while service.registry.versions.get(adapter_id) != version:
+        while service.adapters_topic.versions.get(adapter_id) != version:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout_s)

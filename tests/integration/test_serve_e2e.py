@@ -12,7 +12,8 @@ import pytest
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
-from consumers.serve import build_runner
+from streamer.transport.kafka import KafkaTransport
+from consumers.serve import build_engine_thread
 from schemas import ErrorCode, Final, FinishReason, TokenChunk, decode_reply
 from streamer import KafkaConfig, LoraClient, RequestFailed, TopicNames, make_consumer
 from tests.integration.conftest import ADAPTER_SPECS
@@ -109,8 +110,8 @@ async def test_past_deadline_is_answered_expired_without_computing(serving):
 async def test_metrics_and_health_endpoints(kafka_bootstrap, topic_prefix, tiny_model):
     model_dir, adapter_root = tiny_model
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
-    runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
-    service = InferenceService(kafka, topics, ServeConfig(metrics_port=0, request_partitions=1), runner)
+    runner = build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+    service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(metrics_port=0, request_partitions=1), runner)
     task = asyncio.create_task(service.run())
     await asyncio.wait_for(service.ready.wait(), 60)
     async with LoraClient(config=kafka, topics=topics) as client:

@@ -11,10 +11,11 @@ from rich.console import Console
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
+from streamer.transport.kafka import KafkaTransport
 from land.evaluate import EvalConfig
 from land.session import eval_session
 from land.tasks import builtin_task
-from consumers.serve import build_runner
+from consumers.serve import build_engine_thread
 from streamer import KafkaConfig, TopicNames
 
 pytestmark = pytest.mark.kafka
@@ -36,8 +37,8 @@ def tiny_served_model(tmp_path_factory):
 async def test_eval_session_through_kafka(kafka_bootstrap, topic_prefix, tiny_served_model, tmp_path):
     model_dir, adapter_root = tiny_served_model
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
-    runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
-    service = InferenceService(kafka, topics, ServeConfig(request_partitions=2), runner)
+    runner = build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+    service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(request_partitions=2), runner)
     serving = asyncio.create_task(service.run())
     try:
         await asyncio.wait_for(service.ready.wait(), 60)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("schemas", "streamer", "consumers", "gpu_engine", "cli", "land", "bench")
+PACKAGES = ("lorastream", "schemas", "streamer", "consumers", "gpu_engine", "cli", "land", "bench", "devbrokers")
 
 
 def _modules() -> list[str]:

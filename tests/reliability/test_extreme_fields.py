@@ -24,8 +24,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 import schemas
-from consumers.training.jobs import TrainWorkerConfig, salvage_job_id
+from consumers.training.config import TrainWorkerConfig
+from consumers.training.jobs import salvage_job_id
 from consumers.training.worker import TrainingWorker
+from land import builtin_train_file
+from streamer.transport.kafka import KafkaTransport
 from schemas import (
     DatasetRef,
     DeadLetter,
@@ -64,7 +67,7 @@ async def training_worker(kafka: KafkaConfig, topics: TopicNames, model_dir: Pat
         base_model_path=str(model_dir), adapter_root=str(tmp_path / "trained"), work_dir=str(tmp_path / "jobs"),
         base_model_name="tiny", job_threads=1, checkpoint_every_steps=100, progress_interval_s=0.0,
     )  # fmt: skip
-    worker = TrainingWorker(kafka, topics, config)
+    worker = TrainingWorker(KafkaTransport(kafka), topics, config, builtin_tasks=builtin_train_file)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

@@ -194,14 +194,15 @@ async def test_a_900kb_record_on_the_embedded_broker_with_defaults(tiny_model, r
     """The issue's acceptance check: Tansu (what `make demo` runs), default settings everywhere."""
     from consumers.config import ServeConfig
     from consumers.inference import InferenceService
-    from consumers.serve import build_runner
+    from streamer.transport.kafka import KafkaTransport
+    from consumers.serve import build_engine_thread
     from streamer import KafkaConfig, TansuBroker, TopicNames
 
     model_dir, adapter_root = tiny_model
     async with TansuBroker() as broker:
         kafka, topics = KafkaConfig(broker.bootstrap_servers), TopicNames(f"t-{uuid.uuid4().hex[:8]}")
-        runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
-        service = InferenceService(kafka, topics, ServeConfig(), runner)
+        runner = build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+        service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(), runner)
         task = asyncio.create_task(service.run())
         try:
             await asyncio.wait_for(service.ready.wait(), 60)

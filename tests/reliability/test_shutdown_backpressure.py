@@ -9,7 +9,8 @@ import pytest
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
-from consumers.serve import build_runner
+from streamer.transport.kafka import KafkaTransport
+from consumers.serve import build_engine_thread
 from schemas import Final, FinishReason
 from streamer import KafkaConfig, LoraClient, TopicNames
 
@@ -44,7 +45,7 @@ async def test_sigterm_drains_in_flight_requests(kafka_bootstrap, topic_prefix, 
     ]
 
 
-class _CountingRunner:
+class _CountingEngine:
     """Wraps the engine runner to record the most requests it ever held at once."""
 
     def __init__(self, runner) -> None:
@@ -76,19 +77,19 @@ class _CountingRunner:
 async def test_backpressure_pauses_and_resumes(kafka_bootstrap, topic_prefix, tiny_model, report_counts):
     model_dir, adapter_root = tiny_model
     kafka, topics = KafkaConfig(bootstrap_servers=kafka_bootstrap), TopicNames(topic_prefix)
-    runner = _CountingRunner(build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"))
+    runner = _CountingEngine(build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu"))
     config = ServeConfig(max_inflight=4, resume_below=2, max_fetch_records=4, request_partitions=2)
-    service = InferenceService(kafka, topics, config, runner)
+    service = InferenceService(KafkaTransport(kafka), topics, config, runner)
     pauses = []
-    original = service._apply_backpressure
+    original = service.intake.apply_backpressure
 
-    def observe(consumer) -> None:
-        was_paused = service._paused
-        original(consumer)
-        if service._paused and not was_paused:
+    def observe(inflight: int) -> None:
+        was_paused = service.intake.paused
+        original(inflight)
+        if service.intake.paused and not was_paused:
             pauses.append(len(service.answers))
 
-    service._apply_backpressure = observe
+    service.intake.apply_backpressure = observe
     task = asyncio.create_task(service.run())
     await asyncio.wait_for(service.ready.wait(), 60)
     async with LoraClient(config=kafka, topics=topics) as client:

@@ -18,7 +18,7 @@ import pytest
 
 from streamer import KafkaConfig, TopicNames, TopicSpec, default_topic_specs, ensure_topics
 from streamer.acls import Principals, Tenant, create_acls, lorastream_acls, reply_prefix
-from streamer.brokers.secured import ADMIN_USER, SecuredKafkaJarBroker
+from devbrokers.secured import ADMIN_USER, SecuredKafkaJarBroker
 from tests.integration.conftest import tiny_model  # noqa: F401  (re-exported fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from consumers.config import ServeConfig
-from consumers.training.jobs import TrainWorkerConfig
+from consumers.training.config import TrainWorkerConfig
 from streamer import TopicNames, default_topic_specs
 from streamer.acls import (
     INFERENCE_GROUP,

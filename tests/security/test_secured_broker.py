@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamer import KafkaJarBroker
-from streamer.brokers.secured import ADMIN_USER, STANDARD_AUTHORIZER, SecuredKafkaJarBroker
+from devbrokers import KafkaJarBroker
+from devbrokers.secured import ADMIN_USER, STANDARD_AUTHORIZER, SecuredKafkaJarBroker
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from aiokafka import TopicPartition
 
 from consumers.config import ServeConfig
 from consumers.inference import InferenceService
-from consumers.serve import build_runner
+from streamer.transport.kafka import KafkaTransport
+from consumers.serve import build_engine_thread
 from schemas import DeadLetter, ErrorCode, InferenceRequest, ReplyAddress, SamplingParams, encode
 from streamer import LoraClient, describe_topics, make_consumer, start_producer
 from streamer.admin import admin_client
@@ -31,9 +32,9 @@ MAX_GOOD_LATENCY_S = 10.0  # one good request alone takes well under a second on
 @pytest.fixture
 async def service(secured: SecuredDeployment, tiny_model):
     model_dir, adapter_root = tiny_model
-    runner = build_runner(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
+    runner = build_engine_thread(model_path=str(model_dir), adapter_root=str(adapter_root), device="cpu")
     kafka = secured.config(secured.principals.inference)
-    service = InferenceService(kafka, secured.topics, ServeConfig(request_partitions=2), runner)
+    service = InferenceService(KafkaTransport(kafka), secured.topics, ServeConfig(request_partitions=2), runner)
     task = asyncio.create_task(service.run())
     ready = asyncio.create_task(service.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

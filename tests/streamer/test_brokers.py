@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
+from devbrokers import KafkaJarBroker
 from schemas import InferenceRequest, ReplyRecord
 from streamer import (
     BrokerError,
     KafkaConfig,
-    KafkaJarBroker,
     LoraClient,
     TansuBroker,
     TopicNames,
@@ -135,7 +135,7 @@ async def test_kafka_restart_keeps_port_data_and_clients(
 
 
 def test_cluster_ids_never_start_with_a_dash():
-    from streamer.brokers.kafka_jars import _cluster_id
+    from devbrokers.kafka_jars import _cluster_id
 
     ids = [_cluster_id() for _ in range(2000)]
     assert not any(i.startswith("-") for i in ids)

@@ -8,7 +8,7 @@ import sys
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-from streamer import KafkaConfig, is_transient, make_consumer, retry_transient
+from streamer import KafkaConfig, RetryPolicy, is_transient, make_consumer, retry_transient
 
 CFG = KafkaConfig("127.0.0.1:1")
 
@@ -47,7 +47,7 @@ async def test_retry_transient_retries_then_succeeds() -> None:
             raise KafkaConnectionError("not yet")
         return "ok"
 
-    assert await retry_transient(flaky, what="test", timeout_s=5) == "ok"
+    assert await retry_transient(flaky, what="test", policy=RetryPolicy(max_tries=None, deadline_s=5, first_backoff_s=0.01)) == "ok"
     assert len(calls) == 3
 
 
@@ -59,7 +59,7 @@ async def test_retry_transient_raises_permanent_errors_at_once() -> None:
         raise TopicAuthorizationFailedError()
 
     with pytest.raises(TopicAuthorizationFailedError):
-        await retry_transient(denied, what="test", timeout_s=5)
+        await retry_transient(denied, what="test", policy=RetryPolicy(max_tries=None, deadline_s=5))
     assert len(calls) == 1
 
 
@@ -68,4 +68,33 @@ async def test_retry_transient_gives_up_after_the_timeout() -> None:
         raise KafkaConnectionError("down")
 
     with pytest.raises(KafkaConnectionError):
-        await retry_transient(down, what="test", timeout_s=0.3)
+        await retry_transient(down, what="test", policy=RetryPolicy(max_tries=None, deadline_s=0.3))
+
+
+@pytest.mark.parametrize(
+    ("policy", "failures", "elapsed_s", "gives_up"),
+    [
+        (RetryPolicy(max_tries=3), 2, 100.0, False),
+        (RetryPolicy(max_tries=3), 3, 0.0, True),
+        (RetryPolicy(max_tries=None, deadline_s=1.0), 1000, 0.5, False),
+        (RetryPolicy(max_tries=None, deadline_s=1.0), 1, 1.0, True),
+        (RetryPolicy(max_tries=5, deadline_s=1.0), 5, 0.1, True),
+        (RetryPolicy(max_tries=None), 10**6, 10**6, False),
+    ],
+)
+def test_retry_policy_gives_up_by_tries_or_deadline(policy, failures, elapsed_s, gives_up) -> None:
+    assert policy.gives_up(failures, elapsed_s) is gives_up
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_tries": 0}, "max_tries"), ({"deadline_s": -1}, "deadline_s"), ({"first_backoff_s": 3, "max_backoff_s": 2}, "backoffs")],
+)
+def test_retry_policy_refuses_nonsense(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        RetryPolicy(**kwargs)
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    policy = RetryPolicy(first_backoff_s=0.1, max_backoff_s=0.5)
+    assert [policy.backoff_s(n) for n in (1, 2, 3, 4)] == [0.1, 0.2, 0.4, 0.5]

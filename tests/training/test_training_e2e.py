@@ -18,12 +18,13 @@ import torch
 from rich.console import Console
 
 from cli.train_commands import follow_job
-from consumers.training.jobs import TrainWorkerConfig
+from consumers.training.config import TrainWorkerConfig
 from consumers.training.worker import TrainingWorker
 from gpu_engine.training import adapter_checksum
 from schemas import DeadLetter, ErrorCode, Final, JobState, decode, decode_adapter_event
 from streamer import KafkaConfig, LoraClient, TopicNames, make_consumer, start_producer
 from streamer.training_client import build_training_request, submit_training
+from streamer.transport.kafka import KafkaTransport
 from tests.training.task_data import write_task
 
 pytestmark = pytest.mark.kafka
@@ -35,7 +36,7 @@ FAST = dict(effective_batch_size=8, micro_batch_size=4, max_seq_len=64, dropout=
 
 @contextlib.asynccontextmanager
 async def running_worker(kafka: KafkaConfig, topics: TopicNames, config: TrainWorkerConfig):
-    worker = TrainingWorker(kafka, topics, config)
+    worker = TrainingWorker(KafkaTransport(kafka), topics, config)
     task = asyncio.create_task(worker.run())
     ready = asyncio.create_task(worker.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -83,10 +84,11 @@ async def served_tokens(
     """Greedy tokens of PROMPT from an inference consumer started after the adapter was written."""
     from consumers.config import ServeConfig
     from consumers.inference import InferenceService
-    from consumers.serve import build_runner
+    from streamer.transport.kafka import KafkaTransport
+    from consumers.serve import build_engine_thread
 
-    runner = build_runner(model_path=str(base), adapter_root=adapter_root, device="cpu")
-    service = InferenceService(kafka, topics, ServeConfig(request_partitions=2), runner)
+    runner = build_engine_thread(model_path=str(base), adapter_root=adapter_root, device="cpu")
+    service = InferenceService(KafkaTransport(kafka), topics, ServeConfig(request_partitions=2), runner)
     task = asyncio.create_task(service.run())
     try:
         await asyncio.wait_for(service.ready.wait(), 60)

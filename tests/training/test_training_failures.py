@@ -11,7 +11,7 @@ import json
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-import consumers.training.worker
+import consumers.training.job_runner
 import gpu_engine.training.dataset_source as dataset_source
 from schemas import DeadLetter, ErrorCode, JobState, decode
 from streamer import KafkaConfig, TopicNames
@@ -47,14 +47,14 @@ async def test_any_failure_is_typed_dead_lettered_and_committed(
         return read_capped(f, shown, max_bytes)
 
     monkeypatch.setattr(dataset_source, "_read_capped", raising_mid_read)
-    install = consumers.training.worker.TrainingWorker._install
+    install = consumers.training.job_runner.install_trained
 
-    def install_raising_for_boom(self, request, event):
+    def install_raising_for_boom(config, request, adapter_dir, checksum):
         if request.adapter_id == "acme/boom":
             raise RuntimeError("disk on fire")
-        return install(self, request, event)
+        return install(config, request, adapter_dir, checksum)
 
-    monkeypatch.setattr(consumers.training.worker.TrainingWorker, "_install", install_raising_for_boom)
+    monkeypatch.setattr(consumers.training.job_runner, "install_trained", install_raising_for_boom)
     fast = dict(FAST, max_steps=2)
     requests = {
         "flaky": (build_training_request("acme/flaky", str(flaky), job_id="flaky", **fast), ErrorCode.INTERNAL),

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from consumers.training.jobs import (
-    DATASET_FILE,
-    JobRefused,
-    TrainWorkerConfig,
-    begin_run,
-    end_run,
-    prepare_job,
-    training_wire_code,
-)
-from gpu_engine.training.errors import TrainErrorCode
+from consumers.training.config import TrainWorkerConfig
+from consumers.training.jobs import DATASET_FILE, JobRefused, begin_run, end_run, prepare_job
+from land import builtin_train_file
 from schemas import DatasetRef, ErrorCode, TrainingRequest
 
 ROW = '{"prompt": "a", "completion": "b"}\n'
@@ -33,11 +26,18 @@ def _config(tmp_path: Path, **overrides) -> TrainWorkerConfig:
 def test_a_builtin_task_name_becomes_its_training_file(tmp_path: Path) -> None:
     config = _config(tmp_path)
     request = TrainingRequest(job_id="j1", adapter_id="land/sentiment", dataset=DatasetRef(task="sentiment"))
-    job = prepare_job(config, request)
+    job = prepare_job(config, request, builtin_train_file)
     data = Path(job.spec.dataset_path)
     assert data == Path(config.work_dir) / "j1" / DATASET_FILE
     rows = [json.loads(line) for line in data.read_text().splitlines()]
     assert len(rows) > 50 and rows[0]["prompt"].endswith("### Label:")
+
+
+def test_a_worker_without_builtin_tasks_refuses_a_task_name(tmp_path: Path) -> None:
+    request = TrainingRequest(job_id="j0", adapter_id="a", dataset=DatasetRef(task="sentiment"))
+    with pytest.raises(JobRefused, match="serves no built-in tasks") as refused:
+        prepare_job(_config(tmp_path), request)
+    assert refused.value.code is ErrorCode.INVALID_REQUEST
 
 
 def test_the_job_trains_on_its_own_copy_of_a_dataset_under_a_root(tmp_path: Path) -> None:
@@ -71,7 +71,7 @@ def test_datasets_that_cannot_be_trained_on_are_refused(
     if dataset.uri is not None:
         dataset = DatasetRef(uri=dataset.uri.format(data=tmp_path / "data"))
     with pytest.raises(JobRefused, match=reason) as refused:
-        prepare_job(config, TrainingRequest(job_id="j2", adapter_id="a", dataset=dataset))
+        prepare_job(config, TrainingRequest(job_id="j2", adapter_id="a", dataset=dataset), builtin_train_file)
     assert refused.value.code is code
     assert not (Path(config.work_dir) / "j2").exists()  # a refused request leaves nothing behind
 
@@ -81,7 +81,7 @@ def test_without_dataset_roots_no_local_file_is_read(tmp_path: Path) -> None:
     (tmp_path / "data" / "d.jsonl").write_text(ROW)
     request = TrainingRequest(job_id="j4", adapter_id="a", dataset=DatasetRef(uri=str(tmp_path / "data" / "d.jsonl")))
     with pytest.raises(JobRefused, match="no dataset root configured") as refused:
-        prepare_job(config, request)
+        prepare_job(config, request, builtin_train_file)
     assert refused.value.code is ErrorCode.DATASET_REFUSED
 
 
@@ -111,15 +111,6 @@ def test_runs_that_die_without_an_outcome_are_bounded(tmp_path: Path, steps: lis
     assert results == expected
 
 
-def test_every_training_error_code_has_a_wire_code() -> None:
-    table = {code: training_wire_code(code.value) for code in TrainErrorCode}
-    assert table[TrainErrorCode.DATASET_REFUSED] is ErrorCode.DATASET_REFUSED
-    assert table[TrainErrorCode.DATASET_TOO_LARGE] is ErrorCode.DATASET_REFUSED
-    assert table[TrainErrorCode.DATASET_INVALID] is ErrorCode.INVALID_REQUEST
-    assert table[TrainErrorCode.INTERNAL] is ErrorCode.INTERNAL
-    assert training_wire_code(None) is training_wire_code("no-such-code") is ErrorCode.INTERNAL
-
-
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -139,8 +130,8 @@ def test_a_request_that_kills_the_worker_each_time_is_given_up(tmp_path: Path) -
     """Every prepare_job below stands for a run whose worker died before the job had an outcome."""
     config = _config(tmp_path, max_unfinished_runs=2)
     request = TrainingRequest(job_id="j5", adapter_id="a", dataset=DatasetRef(task="sentiment"), attempt=1)
-    assert [prepare_job(config, request).attempt for _ in range(2)] == [1, 2]
+    assert [prepare_job(config, request, builtin_train_file).attempt for _ in range(2)] == [1, 2]
     with pytest.raises(JobRefused, match="gave up after 2 runs") as refused:
-        prepare_job(config, request)
+        prepare_job(config, request, builtin_train_file)
     assert refused.value.code is ErrorCode.INTERNAL
-    assert prepare_job(config, request).attempt == 3  # a later request with the same id starts afresh
+    assert prepare_job(config, request, builtin_train_file).attempt == 3  # a later request with the same id starts afresh

@@ -1,4 +1,4 @@
-"""EngineRunner: drives Engine.step() on a daemon thread and delivers events to callbacks.
+"""EngineThread: drives Engine.step() on a daemon thread and delivers events to callbacks.
 
 The thread sleeps on a condition while nothing is runnable: no requests, or only requests whose
 adapter is still loading (the engine's loader wakes it when a load ends). Every submitted
@@ -16,14 +16,15 @@ from collections.abc import Callable
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.engine import Engine
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest
+from gpu_engine.errors import EngineError
+from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest
 
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[GenerationEvent], None]
 
 
-class EngineRunner:
+class EngineThread:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._callbacks: dict[str, EventCallback] = {}
@@ -54,7 +55,7 @@ class EngineRunner:
 
     def start(self) -> None:
         if self._thread is not None:
-            raise RuntimeError("EngineRunner already started")
+            raise RuntimeError("EngineThread already started")
         self._thread = threading.Thread(target=self._loop, name="lorastream-engine", daemon=True)
         self._thread.start()
 
@@ -62,7 +63,7 @@ class EngineRunner:
         """Queue a request; `on_event` is called on the engine thread, once per event."""
         with self._wakeup:
             if self._stopping:
-                raise RuntimeError("EngineRunner is stopped")
+                raise RuntimeError("EngineThread is stopped")
             if request.request_id in self._callbacks:
                 raise ValueError(f"request_id {request.request_id!r} is already in flight")
             self._callbacks[request.request_id] = on_event
@@ -94,7 +95,7 @@ class EngineRunner:
                 events = self.engine.step()
             except Exception as exc:  # an engine bug: fail what is in flight, keep serving
                 logger.exception("engine step raised")
-                self._fail_outstanding(FinishReason.ERROR, EngineErrorCode.INTERNAL, repr(exc), drop=True)
+                self._fail_outstanding(FinishReason.ERROR, EngineError.code, repr(exc), drop=True)
                 continue
             for event in events:
                 self._deliver(event)
@@ -116,7 +117,7 @@ class EngineRunner:
             logger.exception("on_event callback for %s raised", event.request_id)
 
     def _fail_outstanding(
-        self, reason: FinishReason, code: EngineErrorCode | None, message: str, drop: bool = False
+        self, reason: FinishReason, code: str | None, message: str, drop: bool = False
     ) -> None:
         with self._wakeup:
             pending, self._callbacks = self._callbacks, {}

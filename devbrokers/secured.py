@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.brokers.kafka_jars import KafkaJarBroker
+from devbrokers.kafka_jars import KafkaJarBroker
 from streamer.config import KafkaConfig
 
 SCRAM_MECHANISM = "SCRAM-SHA-256"

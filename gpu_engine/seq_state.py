@@ -1,31 +1,32 @@
-"""Sequence: the engine-side state of one request. Pure Python, no torch."""
+"""SeqState: the engine-side state of one request. Pure Python, no torch."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gpu_engine.adapter_ref import AdapterRef
-from gpu_engine.segments import SlotKey
+from gpu_engine.segments import BankSlot
 from gpu_engine.types import GenerationRequest
 
 AdapterKey = tuple[str, int]  # (adapter_id, version): one version of an adapter in the cache tiers
 
 
 @dataclass(eq=False)
-class Sequence:
+class SeqState:
     """Token ids of prompt + output, and how many of them are already in the KV cache.
 
     `adapter_ref` is the adapter version resolved when the request arrived (None = the base
-    model); `lora_key` its device slot, set at admission and pinned until the sequence finishes.
+    model); `bank_slot` where its weights sit in the LoRA bank (rank, index), set at admission and
+    pinned until the sequence finishes; `kv_slot` its row of the KV cache while it runs.
     """
 
     request: GenerationRequest
     token_ids: list[int]
     num_prompt_tokens: int
-    lora_key: SlotKey | None = None
+    bank_slot: BankSlot | None = None
     adapter_ref: AdapterRef | None = None
     num_computed: int = 0  # tokens whose keys/values are in the cache
-    slot: int | None = None  # KV-cache slot while running
+    kv_slot: int | None = None  # KV-cache slot while running (not its adapter's bank slot)
     num_new_tokens: int = 0
     adapter_tier: str | None = None  # where its adapter was when it arrived: "device", "host" or "store"
 
@@ -34,14 +35,14 @@ class Sequence:
         cls,
         request: GenerationRequest,
         prompt_ids: list[int],
-        lora_key: SlotKey | None = None,
+        bank_slot: BankSlot | None = None,
         adapter_ref: AdapterRef | None = None,
-    ) -> Sequence:
+    ) -> SeqState:
         return cls(
             request=request,
             token_ids=list(prompt_ids),
             num_prompt_tokens=len(prompt_ids),
-            lora_key=lora_key,
+            bank_slot=bank_slot,
             adapter_ref=adapter_ref,
         )
 

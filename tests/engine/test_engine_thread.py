@@ -1,4 +1,4 @@
-"""EngineRunner: a daemon thread that steps while there is work and delivers one final per request."""
+"""EngineThread: a daemon thread that steps while there is work and delivers one final per request."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
-from gpu_engine.runner import EngineRunner
-from gpu_engine.types import EngineErrorCode, FinishReason, GenerationEvent, GenerationRequest, SamplingParams
+from gpu_engine.engine_thread import EngineThread
+from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest, SamplingParams
+from gpu_engine.errors import EngineError
 
 TIMEOUT_S = 30
 
@@ -44,7 +45,7 @@ class Collector:
 @pytest.fixture
 def runner(tiny_model_dir, adapter_root):
     engine = Engine(EngineConfig(str(tiny_model_dir), str(adapter_root), max_batch_size=4, max_step_tokens=32))
-    runner = EngineRunner(engine)
+    runner = EngineThread(engine)
     runner.start()
     yield runner
     runner.stop(timeout_s=5)
@@ -81,7 +82,7 @@ def test_step_exception_fails_in_flight_requests_and_thread_survives(runner, mon
     runner.submit(GenerationRequest("x1", "hello"), sink)
     runner.submit(GenerationRequest("x2", "hello", "r8-qv"), sink)
     sink.wait()
-    assert {e.error_code for e in sink.finals().values()} == {EngineErrorCode.INTERNAL}
+    assert {e.error_code for e in sink.finals().values()} == {EngineError.code}
     monkeypatch.undo()
     ok = Collector(expected=1)
     runner.submit(GenerationRequest("x3", "hello", sampling=SamplingParams(max_new_tokens=2)), ok)

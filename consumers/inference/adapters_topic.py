@@ -22,13 +22,13 @@ from streamer.follower import TopicFollower
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.errors import EngineError
 from schemas import InvalidEvent, decode_adapter_event
-from streamer import KafkaConfig
+from streamer.transport import Transport
 
 log = logging.getLogger(__name__)
 
 
 class AdapterSink(Protocol):
-    """The engine side of the registry (gpu_engine.runner.EngineRunner fits). Any thread."""
+    """The engine side of the registry (gpu_engine.engine_thread.EngineThread fits). Any thread."""
 
     def register_adapter(self, ref: AdapterRef) -> None:
         """Raises EngineError (nothing changes) when the ref's location is refused."""
@@ -36,11 +36,11 @@ class AdapterSink(Protocol):
     def retire_adapter(self, adapter_id: str) -> None: ...
 
 
-class AdapterRegistryListener(TopicFollower):
+class AdaptersTopicFollower(TopicFollower):
     name = "lorastream-adapter-registry"
 
-    def __init__(self, kafka: KafkaConfig, topic: str, sink: AdapterSink) -> None:
-        super().__init__(kafka, topic, from_beginning=True)
+    def __init__(self, transport: Transport, topic: str, sink: AdapterSink) -> None:
+        super().__init__(transport, topic, from_beginning=True)
         self._sink = sink
         self.versions: dict[str, int] = {}  # adapter_id → latest version applied (for /metrics, tests)
 
@@ -73,7 +73,7 @@ class AdapterRegistryListener(TopicFollower):
         try:
             self._sink.register_adapter(ref)
         except EngineError as exc:
-            log.warning("ignoring adapters record at offset %d: %s: %s", offset, exc.code.value, exc)
+            log.warning("ignoring adapters record at offset %d: %s: %s", offset, exc.code, exc)
             return
         self.versions[event.adapter_id] = event.version
         log.info("adapter %s: version %d at %s", event.adapter_id, event.version, event.uri)

@@ -1,0 +1,145 @@
+"""Intake and commits: the request group's member, its poll loop, backpressure and offsets.
+
+Every record polled is tracked, then handed to admission; an offset becomes committable once its
+record and every lower one of its partition are finished (answered or dead-lettered), so nothing
+is ever committed past an unanswered request. Commits go out every `commit_interval_ms`, carrying
+the partition's epoch (streamer/epochs.py) in their metadata; the commit watchdog notices a
+partition whose commit stopped moving while records wait. At `max_inflight` admitted-but-unanswered
+requests every partition pauses, and resumes below `resume_below`. A rebalance commits what is
+finished before giving partitions up and claims a new epoch for each partition it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from consumers.config import ServeConfig
+from consumers.metrics import Metrics
+from streamer import OffsetTracker, TopicNames
+from streamer.commit_watchdog import CommitWatchdog
+from streamer.epochs import PartitionEpochs
+from streamer.transport import OffsetAndMetadata, TopicPartition, Transport
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 20
+
+Admit = Callable[[TopicPartition, int, bytes], None]  # (partition, offset, record value)
+
+
+class Intake:
+    def __init__(
+        self,
+        transport: Transport,
+        topics: TopicNames,
+        config: ServeConfig,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
+        self.epochs = PartitionEpochs()
+        self.watchdog: CommitWatchdog[TopicPartition] = CommitWatchdog(config.commit_stall_s)
+        self.stalled_partitions: list[TopicPartition] = []
+        self.paused = False
+        self.consumer = transport.group_consumer(
+            [topics.requests], group_id=config.group_id, listener=self, group_instance_id=config.group_instance_id
+        )
+
+    def finish(self, tp: TopicPartition, offset: int) -> None:
+        """The record at `offset` needs nothing more: its offset may be committed."""
+        self.offsets.done(tp, offset)
+
+    async def run(
+        self,
+        *,
+        admit: Admit,
+        num_inflight: Callable[[], int],
+        ready: asyncio.Event,
+        stopping: asyncio.Event,
+        on_round: Callable[[], None],
+    ) -> None:
+        """Poll, admit, pause/resume and commit until `stopping` is set. `ready` is set after the
+        first poll; `on_round` runs after each commit round (for gauges)."""
+        next_commit = time.monotonic()
+        while not stopping.is_set():
+            batch = await self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.max_fetch_records)
+            ready.set()
+            for tp, records in batch.items():
+                for record in records:
+                    self.offsets.track(tp, record.offset)
+                    admit(tp, record.offset, record.value or b"")
+            self.apply_backpressure(num_inflight())
+            if time.monotonic() >= next_commit:
+                await self.commit()
+                self.watch_commits()
+                on_round()
+                next_commit = time.monotonic() + self.config.commit_interval_ms / 1000.0
+
+    def apply_backpressure(self, inflight: int) -> None:
+        """Pause every partition at max_inflight requests in flight; resume below resume_below."""
+        self.metrics.inflight.set(inflight)
+        if not self.paused and inflight >= self.config.max_inflight:
+            self.consumer.pause(*self.consumer.assignment())
+            self.paused = True
+            self.metrics.paused.set(1)
+        elif self.paused and inflight < self.config.resume_below:
+            self.consumer.resume(*self.consumer.assignment())
+            self.paused = False
+            self.metrics.paused.set(0)
+
+    async def commit(self) -> None:
+        """Commit every owned partition's finished prefix; a failure is retried next round."""
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: OffsetAndMetadata(offset, self.epochs.metadata(tp))
+            for tp, offset in self.offsets.committable().items()
+            if tp in assigned
+        }
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # transient (rebalance in progress, broker away): next round retries
+            log.warning("commit failed: %r", exc)
+            return
+        self.offsets.committed({tp: om.offset for tp, om in offsets.items()})
+        now_s = time.monotonic()
+        for tp in offsets:
+            self.watchdog.committed(tp, now_s)
+
+    def watch_commits(self) -> None:
+        lags = {}
+        for tp in self.consumer.assignment():
+            committed = self.offsets.committed_offset(tp)
+            highwater = self.consumer.highwater(tp)
+            if committed is None or highwater is None:
+                lags[tp] = self.offsets.num_open(tp)
+            else:
+                lags[tp] = max(highwater - committed, 0)
+        self.stalled_partitions = self.watchdog.stalled(lags, time.monotonic())
+        self.metrics.commit_stalled.set(len(self.stalled_partitions))
+
+    # ---- RebalanceListener -------------------------------------------------------------------
+
+    async def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        if partitions:
+            await self.commit()
+        for tp in partitions:
+            self.offsets.forget(tp)
+            self.epochs.forget(tp)
+            self.watchdog.revoked(tp)
+        self.metrics.assigned_partitions.set(0)  # eager protocol: all are revoked
+
+    async def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self.metrics.assigned_partitions.set(len(partitions))
+        now_s = time.monotonic()
+        for tp in partitions:
+            self.watchdog.assigned(tp, now_s)
+        try:
+            await self.epochs.claim(self.consumer, list(partitions))
+        except Exception:  # answers then carry the request's own attempt; logged for operators
+            log.exception("could not claim partition epochs for %s", sorted(partitions))

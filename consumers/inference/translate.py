@@ -1,0 +1,91 @@
+"""The one place where schema events and engine types meet, both ways.
+
+In: an `InferenceRequest` becomes the engine's `GenerationRequest` (a request without a seed gets
+one derived from its id, so a re-served attempt samples the same text). Out: each
+`GenerationEvent` is applied to its `Answer` — tokens become chunks, the last event becomes a Final
+or an Error — and an engine error's code becomes a wire `ErrorCode`. An engine refusal that means
+the request itself was bad (an adapter that cannot be served, a prompt too long) is answered and
+dead-lettered; one that is not the request's fault (a store that cannot be reached) is answered
+only. Anything unexpected is `internal`.
+"""
+
+from __future__ import annotations
+
+from consumers.inference.answer import Answer, derived_seed
+from consumers.inference.answer_writer import AnswerWriter
+from consumers.metrics import Metrics
+from gpu_engine import errors as engine
+from gpu_engine.types import FinishReason as EngineFinish
+from gpu_engine.types import GenerationEvent, GenerationRequest
+from gpu_engine.types import SamplingParams as EngineSampling
+from schemas import ErrorCode, FinishReason, InferenceRequest
+
+# engine refusals that mean the request itself was bad: answered and dead-lettered
+_BAD_INPUT: dict[str, ErrorCode] = {
+    engine.AdapterNotFoundError.code: ErrorCode.ADAPTER_NOT_FOUND,
+    engine.AdapterInvalidError.code: ErrorCode.ADAPTER_INVALID,
+    engine.AdapterCorruptError.code: ErrorCode.ADAPTER_CORRUPT,
+    engine.AdapterMissingFileError.code: ErrorCode.ADAPTER_MISSING_FILE,
+    engine.AdapterBaseMismatchError.code: ErrorCode.ADAPTER_BASE_MISMATCH,
+    engine.AdapterRankTooLargeError.code: ErrorCode.ADAPTER_RANK_TOO_LARGE,
+    engine.AdapterUnsupportedError.code: ErrorCode.ADAPTER_UNSUPPORTED,
+    engine.AdapterChecksumError.code: ErrorCode.ADAPTER_CHECKSUM_MISMATCH,
+    engine.AdapterTooLargeError.code: ErrorCode.ADAPTER_TOO_LARGE,
+    engine.AdapterPathRefusedError.code: ErrorCode.ADAPTER_PATH_REFUSED,
+    engine.AdapterPatternUnsafeError.code: ErrorCode.ADAPTER_PATTERN_UNSAFE,
+    engine.PromptTooLongError.code: ErrorCode.PROMPT_TOO_LONG,
+    engine.RequestInvalidError.code: ErrorCode.INVALID_REQUEST,
+}
+# engine failures that are not the request's fault: answered, not dead-lettered (adapter_unavailable
+# also answers a request refused because too many adapter loads were pending)
+_NOT_BAD_INPUT: dict[str, ErrorCode] = {
+    engine.AdapterUnavailableError.code: ErrorCode.ADAPTER_UNAVAILABLE,
+}
+
+
+
+def wire_code(engine_code: str | None) -> tuple[ErrorCode, bool]:
+    """(the wire code, whether the request is dead-lettered) for an engine error's code string."""
+    if engine_code in _BAD_INPUT:
+        return _BAD_INPUT[engine_code], True
+    return _NOT_BAD_INPUT.get(engine_code, ErrorCode.INTERNAL), False
+
+
+def generation_request(request: InferenceRequest) -> GenerationRequest:
+    params = request.params
+    sampling = EngineSampling(
+        max_new_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        stop=tuple(params.stop),
+        seed=params.seed if params.seed is not None else derived_seed(request.request_id),
+    )
+    deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
+    return GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
+
+
+def apply_event(answer: Answer, event: GenerationEvent, writer: AnswerWriter, metrics: Metrics) -> None:
+    """One engine event for `answer`: new tokens to the writer; the last event ends the answer."""
+    if answer.finished:
+        return
+    answer.prompt_tokens = event.prompt_tokens or answer.prompt_tokens
+    if event.text or event.token_ids:
+        answer.adapter_resolved = True  # tokens mean the adapter was found and loaded
+        answer.add(event.text, event.token_ids)
+        if answer.request.stream:
+            writer.tokens_added(answer)
+    if not event.is_final:
+        return
+    if event.adapter_tier is not None and event.finish_reason is not EngineFinish.ERROR:
+        answer.adapter_resolved = True  # an error may name the tier it looked in: not a resolution
+        metrics.adapter_tier.labels(writer.label(answer), event.adapter_tier).inc()
+    if event.finish_reason is EngineFinish.ERROR:
+        code, bad_input = wire_code(event.error_code)
+        writer.error(answer, code, event.error_message, dead_letter=bad_input)
+    elif event.finish_reason is EngineFinish.EXPIRED:
+        writer.error(answer, ErrorCode.EXPIRED, "deadline passed while waiting; nothing was computed")
+    elif answer.expired:
+        writer.error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
+    else:
+        writer.final(answer, FinishReason(event.finish_reason.value))

@@ -1,0 +1,177 @@
+"""One prepared job, from its process's start to its outcome: the job's events relayed as
+TrainingEvents, cancellation and preemption passed on (and the process killed once the grace
+period is over), and on `completed` the adapter installed, published and announced.
+
+The job runs behind a `JobHandle`; the worker's default launcher starts
+`python -m gpu_engine.training.run_job` (`JobProcess`), and tests launch a scripted one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from consumers.training.adapter_release import AdapterPublishError, install_trained, publish_files
+from consumers.training.config import TrainWorkerConfig
+from consumers.training.jobs import PreparedJob, end_run
+from consumers.training.publisher import TrainingPublisher
+from consumers.training.translation import now_ms, relayed_event, training_event
+from gpu_engine.training.adapter_store import AdapterStoreError
+from gpu_engine.training.events import JobEvent, JobEventKind
+from gpu_engine.training.job_process import JobProcess
+from schemas import AdapterEvent, ErrorCode, JobState, TrainingRequest
+from streamer.transport import Record
+
+log = logging.getLogger(__name__)
+
+
+class JobHandle(Protocol):
+    """A job running elsewhere, as `JobProcess` offers it."""
+
+    async def start(self) -> None: ...
+    def events(self) -> AsyncIterator[JobEvent]:
+        """Its events, ending with a terminal one."""
+        ...
+    def cancel(self) -> None: ...
+    def preempt(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+JobLauncher = Callable[[PreparedJob, TrainWorkerConfig], JobHandle]
+
+
+def launch_job_process(prepared: PreparedJob, config: TrainWorkerConfig) -> JobHandle:
+    """The job in its own process, logging into its job directory."""
+    return JobProcess(
+        prepared.job_dir / "spec.json", log_path=prepared.job_dir / "job.log", num_threads=config.job_threads
+    )
+
+
+class JobRun:
+    """`await run()` once; `cancel()` / `preempt()` any time, from the event loop."""
+
+    def __init__(
+        self,
+        request: TrainingRequest,
+        record: Record,
+        prepared: PreparedJob,
+        *,
+        config: TrainWorkerConfig,
+        publisher: TrainingPublisher,
+        launch: JobLauncher,
+    ) -> None:
+        self.request, self.record, self.prepared = request, record, prepared
+        self._config, self._publisher, self._launch = config, publisher, launch
+        self._handle: JobHandle | None = None
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self.cancel_requested = False
+        self.preempt_requested = False
+        self.done = asyncio.Event()  # set once the job has ended, whatever its outcome
+
+    @property
+    def attempt(self) -> int:
+        return self.prepared.attempt
+
+    def cancel(self) -> None:
+        """Stop the job without a checkpoint; its request ends `cancelled`."""
+        self.cancel_requested = True
+        self._signal()
+
+    def preempt(self) -> None:
+        """Checkpoint and stop the job; its request stays uncommitted and resumes on redelivery."""
+        self.preempt_requested = True
+        self._signal()
+
+    async def run(self) -> bool:
+        """True when the request reached a terminal event (it may be committed); False when preempted."""
+        try:
+            return await self._relay_all()
+        except Exception:
+            if self._handle is not None:
+                self._handle.kill()  # the relay ended early: no job may run on unwatched
+            raise
+        finally:
+            if self._kill_timer is not None:
+                self._kill_timer.cancel()
+            self.done.set()
+            await asyncio.to_thread(end_run, self.prepared.job_dir)
+
+    async def _relay_all(self) -> bool:
+        handle = self._launch(self.prepared, self._config)
+        await handle.start()
+        self._handle = handle
+        self._signal()  # a cancel or preemption that came while it started
+        async for event in handle.events():
+            preempted_then_killed = (
+                event.kind is JobEventKind.FAILED and self.preempt_requested and not self.cancel_requested
+            )
+            if event.kind is JobEventKind.PREEMPTED or preempted_then_killed:
+                log.info("job %s preempted at step %s; its request stays uncommitted", self.request.job_id, event.step)
+                return False
+            if event.kind is JobEventKind.COMPLETED:
+                await self._complete(event)
+                return True
+            wire = relayed_event(
+                event, job_id=self.request.job_id, attempt=self.attempt, cancel_requested=self.cancel_requested
+            )
+            if event.is_terminal:
+                await self._publisher.settle(wire)
+                if wire.state is JobState.FAILED:
+                    await self._publisher.dead_letter(self.record, self.request.job_id, wire.code, wire.reason)
+                return True
+            await self._publisher.report(wire)
+        return True
+
+    async def _complete(self, event: JobEvent) -> None:
+        request = self.request
+        try:
+            adapter = await asyncio.to_thread(install_trained, self._config, request, event.adapter_dir, event.checksum)
+        except AdapterStoreError as exc:
+            await self._publisher.fail(
+                self.record, request.job_id, ErrorCode.INVALID_REQUEST, str(exc), attempt=self.attempt
+            )
+            return
+        try:
+            uri = await asyncio.to_thread(publish_files, self._config, request.adapter_id, adapter)
+        except AdapterPublishError as exc:  # the adapter is installed locally; the remote copy failed
+            await self._publisher.fail(
+                self.record, request.job_id, ErrorCode.ADAPTER_UNAVAILABLE, str(exc), attempt=self.attempt
+            )
+            return
+        await self._publisher.announce(
+            AdapterEvent(
+                adapter_id=request.adapter_id,
+                version=adapter.version,
+                uri=uri,
+                checksum=adapter.checksum,
+                base_model=self._config.base_name,
+                rank=request.hyperparameters.r,
+                ts_ms=now_ms(),
+            )
+        )
+        completed = training_event(
+            request.job_id,
+            JobState.COMPLETED,
+            attempt=self.attempt,
+            job_event=event,
+            adapter_id=request.adapter_id,
+            adapter_uri=uri,
+            checksum=adapter.checksum,
+        )
+        await self._publisher.settle(completed)
+        # the job's saved result now answers a redelivery; its checkpoints are no longer needed
+        await asyncio.to_thread(shutil.rmtree, self.prepared.spec.checkpoint_dir, ignore_errors=True)
+
+    def _signal(self) -> None:
+        """Pass a cancel or preemption to the job (once it started); kill it after the grace period."""
+        if self._handle is None or not (self.cancel_requested or self.preempt_requested):
+            return
+        if self.cancel_requested:
+            self._handle.cancel()
+        else:
+            self._handle.preempt()
+        if self._kill_timer is None:
+            self._kill_timer = asyncio.get_running_loop().call_later(self._config.stop_grace_s, self._handle.kill)
