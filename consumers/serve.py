@@ -14,34 +14,17 @@ from streamer import KafkaConfig, TopicNames
 log = logging.getLogger(__name__)
 
 
-def build_engine_thread(
-    *,
-    model_path: str,
-    adapter_root: str | None,
-    quantize: str | None = None,
-    dtype: str = "float32",
-    device: str = "auto",
-    max_batch_size: int = 64,
-    **engine_options,
-) -> EngineHandle:
-    """Load the model (this takes a while) and return the engine's step-loop engine.
+def build_engine_thread(*, model_path: str, **engine_options) -> EngineHandle:
+    """Load the model (this takes a while) and return the engine on its step-loop thread.
 
-    `engine_options`: any other EngineConfig field (cache budgets, S3 endpoint, fairness, ...).
+    `engine_options`: any other EngineConfig field (adapter_root, dtype, device, quantize, cache
+    budgets, S3 endpoint, fairness, ...); what is not given keeps EngineConfig's default.
     """
     from gpu_engine.config import EngineConfig
     from gpu_engine.engine import Engine
     from gpu_engine.engine_thread import EngineThread
 
-    config = EngineConfig(
-        model_path=model_path,
-        adapter_root=adapter_root,
-        quantize=quantize,
-        dtype=dtype,
-        device=device,
-        max_batch_size=max_batch_size,
-        **engine_options,
-    )
-    return EngineThread(Engine(config))
+    return EngineThread(Engine(EngineConfig(model_path=model_path, **engine_options)))
 
 
 async def serve_forever(

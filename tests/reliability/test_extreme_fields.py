@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -244,6 +245,7 @@ async def test_forged_answer_with_attempt_1000_never_outranks_the_real_one(
     serve = serve_process("victim")
     async with LoraClient(config=kafka, topics=topics, request_timeout_s=TIMEOUT_S) as victim:
         await victim.generate("warm up", max_new_tokens=2)
+        ignored_before = victim.num_ignored_records
         forger = await start_producer(kafka)
         chunks: list[TokenChunk] = []
         final = None
@@ -257,15 +259,21 @@ async def test_forged_answer_with_attempt_1000_never_outranks_the_real_one(
                     await forge(forger, victim.reply_to, "victim-1")
         finally:
             await forger.stop()
+        # On a loaded machine the real answer can end before the forged records are read; those
+        # that come later are ignored (nobody waits for the request) instead of dropped as forged.
+        deadline = time.monotonic() + 10
+        while victim.num_forged_records + victim.num_ignored_records - ignored_before < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         forged_seen = victim.num_forged_records
+        late = victim.num_ignored_records - ignored_before
     serve_alive = serve.proc.poll() is None
     report_counts(
-        f"forged answers: forged records dropped={forged_seen} real chunks={len(chunks)} "
-        f"real final attempt={final.attempt if final else None} serve alive={serve_alive}"
+        f"forged answers: forged records dropped={forged_seen} arrived after the answer={late} "
+        f"real chunks={len(chunks)} real final attempt={final.attempt if final else None} serve alive={serve_alive}"
     )
     assert final is not None and final.attempt < 1000
     assert "".join(c.text for c in chunks) == final.text
-    assert forged_seen == 3, "the forged records should have arrived while the answer was streaming"
+    assert forged_seen + late == 3, "every forged record should have been read and dropped"
     assert serve_alive
 
 
