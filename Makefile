@@ -6,13 +6,14 @@ KAFKA_DIR := .cache/kafka
 KAFKA_STAMP := $(KAFKA_DIR)/.stamp
 VENV_STAMP := $(VENV)/.stamp
 
-.PHONY: venv kafka-jars test test-fast demo land bench clean help
+.PHONY: venv kafka-jars test test-fast demo land bench gpu-wheels clean help
 
 help:
 	@echo "make demo   - the land's base and three adapters answering side by side through the embedded broker"
 	@echo "make test   - the whole suite (starts a real Apache Kafka from Maven Central jars)"
 	@echo "make land   - LoRA Land in miniature: train one adapter per task through Kafka, evaluate, report"
 	@echo "make bench  - every benchmark; writes docs/bench/*.json|png and docs/benchmarks.md"
+	@echo "make gpu-wheels - the wheels bench/gpu_check.sh carries to a bare GPU image, into .whl/ (see its header)"
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +43,11 @@ land: $(VENV_STAMP)
 # bench/ is development-only (not in the wheel, so not on an installed path): run it from the checkout
 bench: $(VENV_STAMP)
 	$(BIN)/python -m cli bench all --out docs/bench
+
+# The packages the device image lacks (bench/gpu_wheels.py pins them), for CPython 3.12 manylinux
+# x86_64, into .whl/ (git-ignored); fails if they and the working tree exceed a device call's 64 MiB.
+gpu-wheels: $(VENV_STAMP)
+	$(BIN)/python -m bench.gpu_wheels download --dest .whl
 
 clean:
 	rm -rf $(VENV) .cache

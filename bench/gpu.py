@@ -7,6 +7,13 @@ rounds interleaved: base only; LoRA-Land-style adapters (rank 8 on q_proj, v_pro
 128 distinct adapters in the batch; heavy adapters (rank 16 on all 7 projections) with 1 and 32.
 Goal: 128 distinct LoRA-Land adapters at ≥ 0.9 of the base-only speed (`land_128_over_base`).
 
+The JSON file is rewritten after the build, after the warm-up and after every round (`progress`
+says how far it got), so a run stopped by a timeout keeps every number measured until then.
+`--time-budget-s` starts no round that the last one's duration says would end past the budget.
+The environment record holds the versions (torch, triton, transformers, peft, bitsandbytes),
+GPU, driver, and the SDPA kernels the prefill and the decode step called (read with the
+profiler: flash, mem-efficient, cudnn or math).
+
 `--shape tiny --device cpu --dtype float32` runs the same code in seconds (the suite does, to
 keep this script working between device runs). bench/gpu_check.sh wraps it with the Triton tests.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from bench.engine import ALL_PROJECTIONS, OursRunner, write_adapters
+from bench.engine import ALL_PROJECTIONS, PROMPT, OursRunner, write_adapters
+from bench.gpu_env import collect
 
 SHAPES = {
     "1b": {"hidden": 2048, "intermediate": 5632, "layers": 22, "heads": 32, "kv_heads": 4, "init_std": 0.02},
@@ -58,9 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per sequence (default 64)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--workdir", help="where to build the model and adapters (default: a temp dir)")
+    parser.add_argument("--time-budget-s", type=float, metavar="S",
+                        help="start no round that would end more than S seconds after the start (default: none)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.new_tokens < 2 or args.batch_size < 1:
         parser.error("--rounds >= 1, --new-tokens >= 2 and --batch-size >= 1 are required")
+    if args.time_budget_s is not None and args.time_budget_s <= 0:
+        parser.error("--time-budget-s must be > 0")
     if max(args.distinct + args.heavy_distinct) > args.batch_size:
         parser.error("a distinct adapter count cannot exceed --batch-size")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -114,17 +127,51 @@ def workloads(ours: OursRunner, adapters: dict[str, list[str]], args) -> dict[st
     return runs
 
 
-def measure(runs: dict[str, object], rounds: int) -> dict[str, list[float]]:
-    """Every workload once per round, in alternating order; one untimed warm-up pass first."""
+def measure(runs: dict[str, object], rounds: int, deadline: float | None, on_round, clock=time.perf_counter) -> None:
+    """Every workload once per round, in alternating order, after one untimed warm-up pass.
+
+    `on_round(samples, warmup_s, stopped)` is called after the warm-up and after every round;
+    no round starts that the previous one's duration (on `clock`) says would end after `deadline`.
+    """
+    started = clock()
     for run in runs.values():
         run()
+    last_s = clock() - started
     samples: dict[str, list[float]] = {name: [] for name in runs}
+    on_round(samples, last_s, None)
     names = list(runs)
     for index in range(rounds):
+        if deadline is not None and clock() + last_s > deadline:
+            on_round(samples, None, f"time budget: {index} of {rounds} rounds fit")
+            return
+        started = clock()
         for name in names if index % 2 == 0 else reversed(names):
             samples[name].append(runs[name]())
-        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()))
-    return samples
+        last_s = clock() - started
+        print(f"round {index + 1}/{rounds} ({last_s:.0f} s): "
+              + ", ".join(f"{k} {v[-1]:.0f}" for k, v in samples.items()), flush=True)
+        on_round(samples, None, None)
+
+
+def attention_kernels(ours: OursRunner, adapters: list[str | None]) -> dict[str, dict[str, int]]:
+    """The SDPA kernels (aten ops and calls) of one prefill step and one decode step of this batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from gpu_engine.types import GenerationRequest, SamplingParams
+
+    engine = ours.engine
+    params = SamplingParams(max_new_tokens=2, ignore_eos=True)
+    for i, adapter in enumerate(adapters):
+        engine.add_request(GenerationRequest(f"attention-probe-{i}", PROMPT, adapter, params))
+    found = {}
+    for phase in ("prefill", "decode"):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            engine.step()
+        found[phase] = {event.key: event.count for event in prof.key_averages()
+                        if event.key.startswith("aten::_") and "attention" in event.key}
+    while engine.has_work():
+        engine.step()
+    return found
 
 
 def summarize(medians: dict[str, float]) -> dict[str, float]:
@@ -154,43 +201,68 @@ def save_plot(path: str, medians: dict[str, float], args) -> None:
     fig.savefig(path, dpi=120)
 
 
-def environment(args) -> dict[str, object]:
-    env: dict[str, object] = {"torch": torch.__version__, "python": sys.version.split()[0]}
-    if args.device.startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(0)
-        env["cuda"] = torch.version.cuda
-    return env
+def write_json(path: str, result: dict[str, object]) -> None:
+    """Replace `path` whole (a run killed mid-write leaves the previous version, never half a file)."""
+    partial = f"{path}.partial"
+    Path(partial).write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(partial, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
+    deadline = None if args.time_budget_s is None else started + args.time_budget_s
+    result: dict[str, object] = {
+        "config": {key: value for key, value in vars(args).items() if key not in ("json", "plot")},
+        "shape": SHAPES[args.shape],
+        "environment": collect(),
+        "goal": GOAL,
+        "progress": {"phase": "building", "rounds_done": 0, "rounds_planned": args.rounds, "stopped": None},
+    }
+
+    def save(phase: str, **progress) -> None:
+        result["progress"] = {**result["progress"], "phase": phase, "elapsed_s": time.perf_counter() - started,
+                              **progress}
+        if args.json:
+            write_json(args.json, result)
+
+    def on_round(samples: dict[str, list[float]], warmup_s: float | None, stopped: str | None) -> None:
+        done = min(len(values) for values in samples.values())
+        if warmup_s is not None:
+            result["info"]["warmup_s"] = warmup_s
+        if done:
+            result["tokens_per_s_samples"] = samples
+            result["tokens_per_s_median"] = {name: statistics.median(values) for name, values in samples.items()}
+            result["ratios"] = summarize(result["tokens_per_s_median"])
+        save("warmed up" if warmup_s is not None else "stopped" if stopped else "measuring",
+             rounds_done=done, stopped=stopped)
+
+    save("building")
     with tempfile.TemporaryDirectory(prefix="lorastream-bench-gpu-") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         print(f"building the {args.shape} model and adapters in {workdir} ...", flush=True)
         ours, adapters, info = build(workdir, args)
+        result["info"] = info
         print(f"{info['num_params'] / 1e6:,.1f}M parameters, LoRA backend {info['lora_backend']}, "
               f"built in {info['build_s']:.0f} s", flush=True)
-        samples = measure(workloads(ours, adapters, args), args.rounds)
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    ratios = summarize(medians)
+        save("built")
+        batch = [adapters["land"][i % max(args.distinct)] for i in range(args.batch_size)]
+        result["environment"]["attention_kernels"] = attention_kernels(ours, batch)
+        print(f"attention kernels: {result['environment']['attention_kernels']}", flush=True)
+        measure(workloads(ours, adapters, args), args.rounds, deadline, on_round)
+    medians = result.get("tokens_per_s_median")
+    if not medians:
+        save("stopped", stopped=result["progress"]["stopped"] or "no round completed")
+        print(f"no round completed: {result['progress']['stopped']}", file=sys.stderr)
+        return 1
+    ratios = result["ratios"]
     print(f"\n{'workload':<12}{'tokens/s':>12}{'vs base':>10}")
     for name, value in medians.items():
         print(f"{name:<12}{value:>12.0f}{value / medians['base']:>10.3f}")
     for name, goal in GOAL.items():
         if name in ratios:
             print(f"\n{name} = {ratios[name]:.3f} (goal >= {goal}: {'met' if ratios[name] >= goal else 'MISSED'})")
-    result = {
-        "config": {key: value for key, value in vars(args).items() if key not in ("json", "plot")},
-        "shape": SHAPES[args.shape],
-        "environment": environment(args),
-        "info": info,
-        "tokens_per_s_median": medians,
-        "tokens_per_s_samples": samples,
-        "ratios": ratios,
-        "goal": GOAL,
-    }
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    save("done" if result["progress"]["stopped"] is None else "stopped")
     if args.plot:
         save_plot(args.plot, medians, args)
     return 0

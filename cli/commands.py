@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import re
 import signal
+import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
-from schemas import Error, Final, decode_reply
+from schemas import Error, Final, InvalidEvent, decode_reply
 from streamer import KafkaConfig, TopicNames
 
 console = Console(highlight=False)
@@ -100,6 +104,7 @@ def serve_config(args: argparse.Namespace):
             reply_topic_pattern=args.reply_topic_pattern,
             dead_letter_max_original_bytes=None if args.dead_letter_max_kb is None else int(args.dead_letter_max_kb * 1024),
             commit_stall_s=args.commit_stall_s,
+            commit_interval_ms=args.commit_interval_ms,
         )
     )
 
@@ -157,32 +162,77 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from streamer import default_topic_specs, delete_topics, ensure_topics, list_topics
+    from streamer.reply_topic_gc import collect_idle_reply_topics, reply_topic_ages
 
     kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
     specs = default_topic_specs(names, **_given(request_partitions=args.request_partitions))
 
     async def act() -> None:
+        if args.action == "gc":
+            gone = await collect_idle_reply_topics(kafka, names, idle_s=args.idle_s, dry_run=args.dry_run)
+            verb = "would delete" if args.dry_run else "deleted"
+            console.print(f"{verb} {len(gone)} idle reply topic(s)" + "".join(f"\n  {name}" for name in gone))
+            return
         if args.action == "create":
             await ensure_topics(kafka, specs)
         elif args.action == "delete":
             await delete_topics(kafka, [spec.name for spec in specs])
+        idle_s = {age.name: age.idle_s for age in await reply_topic_ages(kafka, names)}
         for name in sorted(await list_topics(kafka)):
-            if name.startswith(args.topic_prefix + "."):
+            if name in idle_s:
+                age = "no records" if idle_s[name] is None else f"idle {idle_s[name]:.0f} s"
+                console.print(f"{name}  [dim]({age})[/]")
+            elif name.startswith(args.topic_prefix + "."):
                 console.print(name)
 
     run_async(act())
     return 0
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def unescape(text: str) -> str:
+    r"""`text` with \n, \t, \r and \\ turned into the characters they name; other backslashes stay."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def send_input(args: argparse.Namespace) -> tuple[str | None, list[dict[str, str]] | None]:
+    """(prompt, messages) of `send`'s arguments: exactly one of them is set. Raises ValueError."""
+    if (args.prompt is None) == (args.prompt_file is None):
+        raise ValueError("give a prompt argument or --prompt-file (one of them)")
+    if args.prompt_file is not None:
+        if args.escapes:
+            raise ValueError("--escapes applies to the prompt argument only, not to --prompt-file")
+        text = sys.stdin.read() if args.prompt_file == "-" else Path(args.prompt_file).read_text(encoding="utf-8")
+    else:
+        text = unescape(args.prompt) if args.escapes else args.prompt
+    if not args.chat:
+        if args.system is not None:
+            raise ValueError("--system needs --chat")
+        return text, None
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    return None, [*messages, {"role": "user", "content": text}]
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     from streamer import LoraClient, RequestFailed
+
+    try:
+        prompt, messages = send_input(args)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error[/] {escape(str(exc))}")
+        return 2
 
     async def send() -> int:
         async with LoraClient(config=kafka_config(args), topics=TopicNames(args.topic_prefix)) as client:
             try:
                 async for record in client.stream(
-                    args.prompt,
+                    prompt,
                     adapter_id=args.adapter,
+                    messages=messages,
+                    ignore_eos=args.ignore_eos,
                     max_new_tokens=args.max_new_tokens,
                     temperature=args.temperature,
                     top_p=args.top_p,
@@ -198,6 +248,9 @@ def cmd_send(args: argparse.Namespace) -> int:
             except RequestFailed as exc:
                 console.print(f"\n[red]error[/] {exc}")
                 return 1
+            except (ValueError, InvalidEvent) as exc:  # refused before it was sent
+                console.print(f"[red]error[/] {escape(str(exc))}")
+                return 2
         return 0
 
     return run_async(send())

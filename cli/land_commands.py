@@ -66,6 +66,12 @@ def add_land_parsers(
     land.add_argument("--workers", type=int, default=2, help="training workers, one job each at a time (default 2)")
     land.add_argument("--steps", type=int, default=None, help="optimizer steps per adapter (default: the land's)")
     land.add_argument("--quick", action="store_true", help="a smoke run: 3 tasks, few steps, 20 rows; no docs")
+    land.add_argument(
+        "--base-only",
+        action="store_true",
+        help="only build (once, ~2 minutes) the land's pretrained base and print its folder on stdout, for "
+        "`lorastream serve --model` and `train-worker --model`; with --quick, the quick run's smaller base",
+    )
     land.set_defaults(handler=cmd_land)
 
 
@@ -119,9 +125,24 @@ def cmd_land(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 2
+    if args.base_only:
+        return print_base(config)
     try:
         run_async(run_land(config, console))
     except LandError as exc:
         console.print(f"[red]land failed:[/] {escape(str(exc))}")
         return 1
+    return 0
+
+
+def print_base(config) -> int:
+    """The land's cached base folder on stdout (progress, when it is built, on stderr)."""
+    import torch
+    from rich.console import Console
+
+    from land.land import base_with_progress
+
+    torch.set_num_threads(config.torch_threads)  # as the land run: one thread pretrains fastest here
+    path = base_with_progress(Path(config.workdir).resolve(), config.base, Console(stderr=True, highlight=False))
+    print(path)
     return 0

@@ -9,13 +9,15 @@ from collections.abc import Sequence
 
 from cli.logs import LOG_FORMAT_ENV, LOG_FORMATS, configure, quiet_libraries
 from streamer.config import DEFAULT_FETCH_MAX_WAIT_MS
+from streamer.reply_topic_gc import DEFAULT_IDLE_S, HEARTBEAT_INTERVAL_S
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-SERVICE_COMMANDS = ("serve", "broker", "train-worker")  # log INFO by default; the others print their own story
+SERVICE_COMMANDS = ("serve", "broker", "train-worker", "gateway")  # log INFO by default; the others print their own story
 # benchmark name → module with main(argv) -> int
 BENCHMARKS = {
     "engine": "bench.engine", "cache": "bench.cache", "kafka": "bench.kafka", "train": "bench.train",
-    "gpu": "bench.gpu",
+    "gpu": "bench.gpu", "gateway": "bench.gateway",
+    "fleet": "bench.fleet",
     "all": "bench.report",
 }
 
@@ -53,15 +55,27 @@ def kafka_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _sampling_options(parser: argparse.ArgumentParser) -> None:
+def _send_options(parser: argparse.ArgumentParser) -> None:
+    from schemas import SamplingParams
+    from streamer.client import DEFAULT_REQUEST_TIMEOUT_S
+
+    defaults = SamplingParams()  # the wire format's defaults, defined there once
+    parser.add_argument("prompt", nargs="?", default=None, help="the prompt (or use --prompt-file)")
+    parser.add_argument("--prompt-file", default=None, metavar="FILE", help="read the prompt from FILE ('-': standard input)")
+    parser.add_argument("--escapes", action="store_true", help=r"interpret \n, \t, \r and \\ in the prompt argument")
+    parser.add_argument("--chat", action="store_true", help="send the prompt as one user message, rendered with the model's chat template")
+    parser.add_argument("--system", default=None, metavar="TEXT", help="with --chat: a system message before it")
     parser.add_argument("--adapter", default=None, help="adapter id (default: the base model)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="(default %(default)s)")
+    parser.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens (fixed-length answers)")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy (default %(default)s)")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p, help="(default %(default)s)")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="0 = off (default %(default)s)")
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--timeout-s", type=float, default=120.0)
+    parser.add_argument(
+        "--timeout-s", type=float, default=None, help=f"how long to wait for the answer (default {DEFAULT_REQUEST_TIMEOUT_S:g})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,19 +146,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--commit-stall-s", type=float, default=None,
         help=f"a partition with lag whose commit has not moved this long turns /readyz false (default {serve_default('commit_stall_s'):g})",
     )
+    lane.add_argument(
+        "--commit-interval-ms", type=float, default=None,
+        help=f"commit finished offsets this often (default {serve_default('commit_interval_ms'):g})",
+    )
     kafka_options(serve)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu)", description="Run the embedded, memory-only Tansu broker until interrupted.")
     broker.add_argument("--port", type=int, default=9092)
 
-    topics = sub.add_parser("topics", help="create or list lorastream topics", description="Create (idempotent), list or delete the topics.")
-    topics.add_argument("action", choices=["create", "list", "delete"])
+    topics = sub.add_parser(
+        "topics", help="create, list, delete lorastream topics or gc dead clients' reply topics",
+        description="create: the service's topics (idempotent); list: every <prefix>.* topic, reply topics with"
+        " their idle time; delete: the service's topics; gc: delete the private reply topics (<prefix>.replies.*,"
+        " one partition) whose newest record is older than --idle-s: a live client writes a heartbeat every"
+        f" {HEARTBEAT_INTERVAL_S:g} s, so only the topics of clients that died without closing go (docs/client.md).",
+    )
+    topics.add_argument(
+        "action", choices=["create", "list", "delete", "gc"],
+        help="create | list | delete (the service's topics) | gc (idle private reply topics)",
+    )
     topics.add_argument("--request-partitions", type=int, default=None, help="(default: as `serve` creates them)")
+    topics.add_argument(
+        "--idle-s", type=float, default=DEFAULT_IDLE_S,
+        help=f"gc: a reply topic idle this long has no live client (default {DEFAULT_IDLE_S:g})",
+    )
+    topics.add_argument("--dry-run", action="store_true", help="gc: print what would be deleted, delete nothing")
     kafka_options(topics)
 
-    send = sub.add_parser("send", help="send one prompt and print tokens as they stream", description="Send one prompt; print the streamed tokens and the final usage.")
-    send.add_argument("prompt")
-    _sampling_options(send)
+    send = sub.add_parser(
+        "send", help="send one prompt and print tokens as they stream",
+        description="Send one prompt (or, with --chat, one chat turn); print the streamed tokens and the final usage.",
+    )
+    _send_options(send)
     kafka_options(send)
 
     tail = sub.add_parser("tail", help="follow the results topic", description="Print every Final/Error record on the results topic.")
@@ -174,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.land_commands import add_land_parsers
 
     add_land_parsers(sub, kafka_options)
+    from cli.gateway_commands import add_gateway_parsers
+
+    add_gateway_parsers(sub, kafka_options)
     return parser
 
 

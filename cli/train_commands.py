@@ -14,28 +14,30 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Column
 
 from cli.commands import console, kafka_config, run_async
 from gpu_engine.training.dataset import MAX_DATASET_ROWS
 from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
 from schemas import DatasetRef, InvalidEvent, JobState, TrainingEvent
 from streamer import TopicNames
-from streamer.training_client import TrainingJob, build_training_request, submit_training
+from streamer.training_client import TERMINAL_STATES, TrainingJob, build_training_request, submit_training
 
-# hyperparameter flags: (flag, type, choices, help); unset ones keep LoRA Land's defaults
+# hyperparameter flags: (flag, type, choices, help); "by base size": the worker chooses an unset one
+# from its base's parameter count (docs/training.md, "Defaults by base size")
 _HYPERPARAMETERS = (
-    ("--r", int, None, "LoRA rank (default 8)"),
-    ("--alpha", float, None, "LoRA alpha (default 16)"),
+    ("--r", int, None, "LoRA rank (default by base size: 8 for >= 1B parameters, 16 below)"),
+    ("--alpha", float, None, "LoRA alpha (default: twice the rank)"),
     ("--dropout", float, None, "LoRA dropout (default 0.05)"),
-    ("--learning-rate", float, None, "peak learning rate (default 2e-4)"),
+    ("--learning-rate", float, None, "peak learning rate (default by base size: 2e-4 for >= 1B, up to 5e-3 for tiny bases)"),
     ("--lr-scheduler", str, ("cosine", "linear", "constant"), "learning-rate schedule after warmup (default cosine)"),
     ("--warmup-ratio", float, None, "share of steps warming up (default 0.03)"),
     ("--effective-batch-size", int, None, "rows per optimizer step (default 16)"),
     ("--micro-batch-size", int, None, "rows per forward pass; the rest is accumulated (default 4)"),
     ("--max-steps", int, None, "optimizer steps (wins over --epochs)"),
-    ("--epochs", float, None, "passes over the data (default 1)"),
-    ("--max-seq-len", int, None, "tokens per row, prompt + completion (default 512)"),
+    ("--epochs", float, None, "passes over the data (default 1, with a floor of steps on bases under 1B)"),
+    ("--max-seq-len", int, None, "tokens per row, prompt + completion (default 512; clamped to the base's positions)"),
     ("--seed", int, None, "seed of LoRA init, data order and dropout (default 0)"),
     ("--quantize", str, ("auto", "nf4", "none"), "auto = NF4 on CUDA, the plain base elsewhere (default auto)"),
 )
@@ -47,7 +49,8 @@ def add_train_parsers(
     train = subparsers.add_parser(
         "train",
         help="submit a LoRA fine-tune and follow its progress",
-        description="Publish a TrainingRequest and show its events as a progress bar until it ends.",
+        description="Publish a TrainingRequest and follow it until it ends: a progress bar on a terminal, one "
+        "line per event otherwise. Settings left unset are chosen by the worker from its base's size.",
     )
     train.add_argument("--adapter", required=True, help="id of the new adapter, e.g. acme/sql")
     source = train.add_mutually_exclusive_group(required=True)
@@ -60,7 +63,10 @@ def add_train_parsers(
     train.add_argument("--completion-field", default="completion")
     train.add_argument("--job-id", default=None, help="default: a fresh uuid")
     train.add_argument("--base-model", default=None, help="base name (default: the worker's)")
-    train.add_argument("--targets", default=None, help="comma-separated projections (default q_proj,v_proj)")
+    train.add_argument(
+        "--targets", default=None,
+        help="comma-separated projections (default by base size: q_proj,v_proj for >= 1B parameters, all below)",
+    )
     for flag, kind, choices, text in _HYPERPARAMETERS:
         train.add_argument(flag, type=kind, choices=choices, default=None, help=text)
     train.add_argument("--overwrite", action="store_true", help="replace an existing adapter with this id")
@@ -147,49 +153,102 @@ def cmd_train(args: argparse.Namespace) -> int:
                 signal.SIGINT, lambda: asyncio.ensure_future(job.cancel())
             )  # Ctrl-C: cancel, see it end
             try:
-                return await follow_job(job, idle_timeout_s=args.idle_timeout_s)
+                label = f"{request.adapter_id} (job {job.job_id[:8]})"
+                return await follow_job(job, idle_timeout_s=args.idle_timeout_s, label=label)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
 
     return run_async(submit_and_follow())
 
 
-async def follow_job(job: TrainingJob, *, idle_timeout_s: float | None = None, out: Console = console) -> int:
-    """Show a job's events as a progress bar on `out` until it ends; 0 when it completed."""
-    bar = Progress(
-        TextColumn("[bold]{task.description:<12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stats]}"),
-        TimeRemainingColumn(),
-        console=out,
-    )
-    with bar:
-        task = bar.add_task("queued", total=None, stats="")
+async def follow_job(
+    job: TrainingJob, *, idle_timeout_s: float | None = None, out: Console = console, label: str | None = None
+) -> int:
+    """Show a job's events on `out` until it ends; 0 when it completed. On a terminal: a progress bar
+    labelled `label` (default: the job id) with the job's own ETA; elsewhere (piped, a log file): one
+    line per event."""
+    view = JobProgress(out, label or job.job_id)
+    with view:
         async for event in job.events(idle_timeout_s=idle_timeout_s):
-            _show(bar, task, event)
+            view.show(event)
     return _print_outcome(job.last_event, out)
 
 
-def _show(bar: Progress, task, event: TrainingEvent) -> None:
-    if event.state is JobState.STARTED:
-        bar.update(
-            task, description=f"training ({event.quantization})", total=event.total_steps, completed=event.step or 0
-        )
-    elif event.state in (JobState.PROGRESS, JobState.CHECKPOINTED, JobState.COMPLETED) and event.step is not None:
-        stats = []
-        if event.loss is not None:
-            stats.append(f"loss {event.loss:.4f}")
-        if event.eval_loss is not None:
-            stats.append(f"eval {event.eval_loss:.4f}")
-        if event.learning_rate is not None:
-            stats.append(f"lr {event.learning_rate:.2e}")
-        if event.tokens_per_s is not None:
-            stats.append(f"{event.tokens_per_s:,.0f} tok/s")
-        fields = {"stats": "  ".join(stats)} if stats else {}
-        bar.update(task, completed=event.step, **fields)
-    elif event.state is JobState.QUEUED:
-        bar.update(task, description="queued")
+class JobProgress:
+    """A job's events as a bar (`out.is_terminal`) or as lines; `with` it around the events."""
+
+    def __init__(self, out: Console, label: str) -> None:
+        self.out, self.label = out, label
+        self.bar: Progress | None = None
+        if out.is_terminal:
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=11)),
+                TextColumn("{task.fields[eta]}", table_column=Column(no_wrap=True)),
+                TextColumn("{task.fields[stats]}", table_column=Column(no_wrap=True, overflow="ellipsis")),
+                console=out,
+            )
+            self.task = self.bar.add_task(f"{label} queued", total=None, eta="", stats="")
+
+    def __enter__(self) -> JobProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def show(self, event: TrainingEvent) -> None:
+        if event.notice and event.state is JobState.STARTED:
+            self.out.print(f"[dim]{escape(event.notice)}[/]", soft_wrap=True)
+        if self.bar is None:
+            if event.state not in TERMINAL_STATES:  # the outcome is printed once it is known
+                self.out.print(escape(progress_line(self.label, event)), highlight=False, soft_wrap=True)
+            return
+        if event.state is JobState.STARTED:
+            nf4 = " (nf4 base)" if event.quantization == "nf4" else ""
+            self.bar.update(self.task, description=f"{self.label}{nf4}", total=event.total_steps)
+        if event.step is not None and event.state is not JobState.QUEUED:
+            eta = f"eta {_duration(event.eta_s)}" if event.eta_s is not None else ""
+            stats = _stats(event)
+            self.bar.update(self.task, completed=event.step, eta=eta, **({"stats": stats} if stats else {}))
+
+
+def progress_line(label: str, event: TrainingEvent) -> str:
+    """One event as one line: `acme/sql progress 25/3000 eta 4m10s loss 1.2345 lr 2.00e-04`."""
+    parts = [label, event.state.value]
+    if event.step is not None:
+        parts.append(f"{event.step}/{event.total_steps}" if event.total_steps is not None else str(event.step))
+    elif event.total_steps is not None:
+        parts.append(f"0/{event.total_steps}")
+    if event.eta_s is not None:
+        parts.append(f"eta {_duration(event.eta_s)}")
+    stats = _stats(event)
+    return " ".join(parts + ([stats] if stats else []))
+
+
+def _stats(event: TrainingEvent) -> str:
+    stats = []
+    if event.loss is not None:
+        stats.append(f"loss {event.loss:.4f}")
+    if event.eval_loss is not None:
+        stats.append(f"eval {event.eval_loss:.4f}")
+    if event.learning_rate is not None:
+        stats.append(f"lr {event.learning_rate:.2e}")
+    if event.tokens_per_s is not None:
+        stats.append(f"{event.tokens_per_s:,.0f} tok/s")
+    return "  ".join(stats)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _print_outcome(event: TrainingEvent | None, out: Console) -> int:

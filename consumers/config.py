@@ -32,6 +32,12 @@ class ServeConfig:
     dead_letter_max_original_bytes: int = DEFAULT_DEAD_LETTER_ORIGINAL_BYTES  # longer originals are truncated
     commit_stall_s: float = 120.0  # a partition with lag whose commit has not moved this long: not ready
     send_retry: RetryPolicy = SEND_RETRY  # transient send failures only
+    # effectively-once answers (docs/delivery.md): a re-served request answered on the results topic
+    reuse_answers: bool = True  # is answered from there, not computed again
+    answer_lookback_margin_ms: float = 60_000.0  # read results from the first re-served record's time less this
+    answer_lookback_max_records: int = 100_000  # …reading at most this many results records…
+    answer_lookback_max_s: float = 5.0  # …for at most this long…
+    answer_memory_max_bytes: int = 64 * 1024 * 1024  # …keeping at most this many bytes of answers
 
     @property
     def served_by(self) -> str:
@@ -68,6 +74,14 @@ class ServeConfig:
             raise ValueError("dead_letter_max_original_bytes must be >= 0")
         if self.commit_stall_s <= 0:
             raise ValueError("commit_stall_s must be > 0")
+        if self.answer_lookback_margin_ms < 0:
+            raise ValueError("answer_lookback_margin_ms must be >= 0")
+        if self.answer_lookback_max_records < 1:
+            raise ValueError("answer_lookback_max_records must be >= 1")
+        if self.answer_lookback_max_s <= 0:
+            raise ValueError("answer_lookback_max_s must be > 0")
+        if self.answer_memory_max_bytes < 1:
+            raise ValueError("answer_memory_max_bytes must be >= 1")
 
     def reply_pattern(self, prefix: str) -> str:
         """The reply-topic glob for a deployment whose topics start with `prefix`."""

@@ -33,6 +33,11 @@ class Metrics:
             "lorastream_finished", "Requests answered with a Final", ["adapter", "finish_reason"], registry=r
         )
         self.errors = Counter("lorastream_errors", "Requests answered with an Error", ["adapter", "code"], registry=r)
+        self.reused_answers = Counter(
+            "lorastream_reused_answers",
+            "Re-served requests answered again from the results topic instead of being computed",
+            registry=r,
+        )
         self.dead_letters = Counter("lorastream_dead_letters", "Records sent to the dead-letter topic", ["code"], registry=r)
         self.prompt_tokens = Counter("lorastream_prompt_tokens", "Prompt tokens", ["adapter"], registry=r)
         self.completion_tokens = Counter(

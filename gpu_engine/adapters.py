@@ -26,7 +26,8 @@ from gpu_engine.errors import (
     AdapterRankTooLargeError,
     AdapterUnsupportedError,
 )
-from gpu_engine.model_spec import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, ModelSpec
+from gpu_engine.families.registry import FUSED_PROJECTIONS
+from gpu_engine.model_spec import ModelSpec
 from gpu_engine.adapter_files import current_version_dir, is_reserved_segment
 
 CONFIG_FILE = "adapter_config.json"
@@ -147,11 +148,10 @@ def _pair_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, adapter_id:
     for key, tensor in tensors.items():
         match = _KEY.match(key)
         if match is None:
-            raise AdapterUnsupportedError(f"adapter {adapter_id!r}: unsupported tensor {key!r}")
+            raise AdapterUnsupportedError(f"adapter {adapter_id!r}: {_unsupported_tensor(key)}")
         layer, block, proj, which = int(match[1]), match[2], match[3], match[4]
-        allowed = ATTENTION_PROJECTIONS if block == "self_attn" else MLP_PROJECTIONS
-        if proj not in allowed:
-            raise AdapterUnsupportedError(f"adapter {adapter_id!r}: unknown target module {block}.{proj}")
+        if proj not in spec.projections or spec.block_of(proj) != block:
+            raise AdapterUnsupportedError(f"adapter {adapter_id!r}: {_unknown_target(block, proj, spec)}")
         if layer >= spec.num_layers:
             raise AdapterBaseMismatchError(
                 f"adapter {adapter_id!r}: layer {layer} beyond the base's {spec.num_layers}; trained for another base?"
@@ -162,6 +162,27 @@ def _pair_tensors(tensors: dict[str, torch.Tensor], spec: ModelSpec, adapter_id:
     if not pairs:
         raise AdapterInvalidError(f"adapter {adapter_id!r}: no LoRA weights")
     return pairs
+
+
+def _unsupported_tensor(key: str) -> str:
+    """Why a tensor that is not a decoder-layer projection's lora_A/lora_B is refused, naming the feature."""
+    if "lora_embedding_" in key or ".embed_tokens." in key:
+        return f"embedding LoRA is not supported (tensor {key!r})"
+    if ".lm_head." in key:
+        return f"LoRA on lm_head is not supported (tensor {key!r})"
+    if "lora_magnitude_vector" in key:
+        return f"DoRA (use_dora) is not supported (tensor {key!r})"
+    return f"unsupported tensor {key!r}"
+
+
+def _unknown_target(block: str, proj: str, spec: ModelSpec) -> str:
+    fused = {part: name for name, parts in FUSED_PROJECTIONS.items() if name in spec.projections for part in parts}
+    if proj in fused:
+        return (
+            f"target module {block}.{proj} does not exist in {spec.arch}, which fuses it into {fused[proj]};"
+            f" train the adapter on {fused[proj]}"
+        )
+    return f"unknown target module {block}.{proj} for {spec.arch} (its projections: {', '.join(spec.projections)})"
 
 
 def _check_pair(pair: dict, layer: int, proj: str, spec: ModelSpec, adapter_id: str, max_rank: int):
@@ -234,7 +255,7 @@ def read_adapter(
     rank = max(a.shape[0] for a, _ in checked.values())
     weights = {}
     for (layer, proj), (a, b) in checked.items():
-        module = f"model.layers.{layer}.{'self_attn' if proj in ATTENTION_PROJECTIONS else 'mlp'}.{proj}"
+        module = f"model.layers.{layer}.{spec.block_of(proj)}.{proj}"
         config_rank = rank_pattern.value(module, config["r"])
         alpha = alpha_pattern.value(module, config["lora_alpha"])
         scale = alpha / math.sqrt(config_rank) if config.get("use_rslora") else alpha / config_rank

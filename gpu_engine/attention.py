@@ -4,6 +4,8 @@ Single-row sequences (decodes) are batched into one SDPA call that reads the cac
 [slot_lo, slot_hi] in place; a slot in that range with no decode this step gets a zero query
 and a one-key mask (its output is discarded). Multi-row sequences (prefill chunks) attend one
 by one to their slot's prefix with a causal mask offset by the chunk's start position.
+Attention logits are scaled by `scale`; with a soft-cap (Gemma 2) they are capped before the mask
+and softmax, which SDPA cannot do, so those layers run the same math eagerly.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gpu_engine.families.layers import soft_cap
 from gpu_engine.kv_cache import KVCache
 
 
@@ -83,17 +86,35 @@ class AttentionPlan:
         }  # [R, 1, 1, K]
 
 
+def _attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, softcap: float | None
+) -> torch.Tensor:
+    """q: [B, H, n, D], k/v: [B, KVH, K, D], mask: bool [..., n, K] or None (causal, queries last) -> [B, H, n, D]."""
+    gqa = q.shape[1] != k.shape[1]
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale,
+                                              enable_gqa=gqa)
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, K, D]
+    scores = soft_cap(torch.matmul(q, k.transpose(2, 3)) * scale, softcap)  # [B, H, n, K]
+    if mask is None:
+        n, num_keys = q.shape[2], k.shape[2]
+        mask = torch.ones(n, num_keys, dtype=torch.bool, device=q.device).tril(num_keys - n)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
+
+
 def attend(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: KVCache, layer: int, plan: AttentionPlan,
-    window: int | None,
+    window: int | None, scale: float, softcap: float | None = None,
 ) -> torch.Tensor:
     """q: [T, H, D], k/v: [T, KVH, D] (rotary applied) -> attention output [T, H, D].
 
-    Writes k/v into the cache first, so every query sees its own token.
+    Writes k/v into the cache first, so every query sees its own token. `scale` multiplies q @ k.T;
+    `softcap`, if set, caps the scaled logits (softcap * tanh(logit / softcap)).
     """
     kv_cache.write(layer, plan.kv_rows, k, v)
-    num_heads, num_kv_heads = q.shape[1], k.shape[1]
-    gqa = num_heads != num_kv_heads
+    num_heads = q.shape[1]
     out = torch.empty_like(q)
     k_layer, v_layer = kv_cache.k[layer], kv_cache.v[layer]  # [S, KVH, L, D]
     if plan.num_decodes:
@@ -106,9 +127,7 @@ def attend(
         else:
             q_range = q.new_zeros(plan.decode_num_range, num_heads, 1, q.shape[2])
             q_range[plan.decode_offsets, :, 0] = q[plan.decode_rows]
-        o = F.scaled_dot_product_attention(
-            q_range, keys, values, attn_mask=plan.decode_masks[window], enable_gqa=gqa
-        )  # [R, H, 1, D]
+        o = _attention(q_range, keys, values, plan.decode_masks[window], scale, softcap)  # [R, H, 1, D]
         if plan.decode_dense:
             out[r0 : r0 + plan.decode_num_range] = o[:, :, 0]
         else:
@@ -119,8 +138,6 @@ def attend(
         keys = k_layer[c.kv_slot : c.kv_slot + 1, :, :end]  # [1, KVH, end, D]
         values = v_layer[c.kv_slot : c.kv_slot + 1, :, :end]
         mask = plan.prefill_masks[(i, window)]
-        o = F.scaled_dot_product_attention(
-            q_chunk, keys, values, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa
-        )  # [1, H, n, D]
+        o = _attention(q_chunk, keys, values, mask, scale, softcap)  # [1, H, n, D]
         out[c.row_start : c.row_start + c.num_rows] = o[0].transpose(0, 1)
     return out

@@ -24,7 +24,7 @@ from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
 from gpu_engine.detokenizer import IncrementalDetokenizer
-from gpu_engine.errors import EngineError, PromptTooLongError, RequestInvalidError
+from gpu_engine.errors import ChatTemplateMissingError, EngineError, PromptTooLongError, RequestInvalidError
 from gpu_engine.kv_cache import KVCache
 from gpu_engine.lora_bank import LoraBank
 from gpu_engine.lora_ops import choose_backend
@@ -238,7 +238,7 @@ class Engine:
         try:
             if arrival.error is not None:
                 raise arrival.error
-            prompt_ids = list(self.tokenizer(request.prompt).input_ids)
+            prompt_ids = self._prompt_ids(request)
             if not prompt_ids:
                 raise RequestInvalidError("empty prompt")
             if len(prompt_ids) >= self.max_model_len:
@@ -256,6 +256,22 @@ class Engine:
         self._active[request.request_id] = _Active(seq, detokenizer, generator)
         self._scheduler.add(seq)
         return None
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """The prompt's token ids: the prompt tokenized, or the messages rendered by the chat template
+        (its own special tokens, none added again), exactly as `apply_chat_template` gives them."""
+        if request.messages is None:
+            return list(self.tokenizer(request.prompt).input_ids)
+        if not self.tokenizer.chat_template:
+            raise ChatTemplateMissingError("this model's tokenizer has no chat template: send a prompt instead")
+        from jinja2 import TemplateError
+
+        turns = [{"role": m.role, "content": m.content} for m in request.messages]
+        try:
+            rendered = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=True)
+        except TemplateError as exc:  # the template refused these turns (e.g. roles that do not alternate)
+            raise RequestInvalidError(f"the chat template refused the messages: {exc}") from exc
+        return list(rendered["input_ids"])
 
     def _on_token(self, active: _Active, token_id: int) -> GenerationEvent:
         seq, sampling = active.seq, active.seq.request.sampling

@@ -40,6 +40,12 @@ class PromptTooLongError(EngineError):
     code = "prompt_too_long"
 
 
+class ChatTemplateMissingError(EngineError):
+    """Chat messages for a model whose tokenizer has no chat template to render them with."""
+
+    code = "chat_template_missing"
+
+
 class UnsupportedModelError(EngineError):
     """The checkpoint's architecture or options are outside what the engine implements."""
 

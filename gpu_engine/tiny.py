@@ -1,4 +1,4 @@
-"""Tiny real checkpoints built locally: a BPE tokenizer, Llama-family models and PEFT adapters.
+"""Tiny real checkpoints built locally: a BPE tokenizer, models of every served family and PEFT adapters.
 
 Used by the tests and by `make demo`; nothing is downloaded. Every builder is deterministic
 for a given seed and takes well under a few seconds on a CPU.
@@ -22,7 +22,18 @@ _WORDS = (
     "and or but with without under over near into from to of in on at by for"
 ).split()
 _EXTRAS = ("café", "naïve", "über", "日本語", "señor", "ü", "€", "→", "😀", "ß")
-_ARCHS = ("llama", "mistral", "qwen2")
+_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "phi")
+# families whose norm weights and biases are drawn at random too: HF initialises them to a constant,
+# which would hide a wrong norm form (w vs 1 + w) or a dropped bias from the exactness tests
+_RANDOM_VECTORS = ("qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "phi")
+# per family, the config values that make its differences visible at tiny scale
+_FAMILY_OPTIONS = {
+    "gemma2": dict(query_pre_attn_scalar=24, attn_logit_softcapping=4.0, final_logit_softcapping=20.0),
+    "gemma3_text": dict(query_pre_attn_scalar=24, sliding_window_pattern=2, rope_local_base_freq=100.0,
+                        final_logit_softcapping=20.0),
+    "phi": dict(partial_rotary_factor=0.5),
+    "phi3": dict(partial_rotary_factor=0.75),  # as Phi-4-mini
+}
 
 
 def _corpus(num_sentences: int, seed: int) -> list[str]:
@@ -64,7 +75,7 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512, seed: int =
 
 
 def _model_config(arch: str, vocab_size: int, ids: dict[str, int], **kw):
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoConfig
 
     common = dict(
         vocab_size=vocab_size,
@@ -78,13 +89,24 @@ def _model_config(arch: str, vocab_size: int, ids: dict[str, int], **kw):
         tie_word_embeddings=kw["tie_word_embeddings"],
         **ids,
     )
-    if arch == "llama":
-        return LlamaConfig(**common)
-    if arch == "mistral":
-        return MistralConfig(sliding_window=kw["sliding_window"], **common)
-    if kw["sliding_window"] is not None:
-        return Qwen2Config(use_sliding_window=True, sliding_window=kw["sliding_window"], max_window_layers=0, **common)
-    return Qwen2Config(**common)
+    window = kw["sliding_window"]
+    if arch in ("qwen3", "gemma", "gemma2", "gemma3_text"):
+        common["head_dim"] = kw["hidden"] // kw["heads"]  # their defaults (128, 256) are for large models
+    if arch in ("gemma2", "gemma3_text"):
+        common["sliding_window"] = window or 4  # a small window: the alternating local layers matter
+    elif arch in ("qwen2", "qwen3") and window is not None:
+        common.update(use_sliding_window=True, sliding_window=window, max_window_layers=0)
+    elif arch in ("mistral", "phi3"):
+        common["sliding_window"] = window
+    return AutoConfig.for_model(arch, **{**common, **_FAMILY_OPTIONS.get(arch, {}), **kw["config_options"]})
+
+
+def _randomize_vectors(model, std: float) -> None:
+    """Norm weights and biases drawn around their HF initial values (1-D parameters only)."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.add_(torch.randn_like(param) * std)
 
 
 def build_tiny_model(
@@ -102,9 +124,11 @@ def build_tiny_model(
     sliding_window: int | None = None,
     tie_word_embeddings: bool = False,
     tokenizer_dir: str | Path | None = None,
+    config_options: dict | None = None,
 ) -> Path:
-    """Random-init a Llama/Mistral/Qwen2 model and save it with its tokenizer in `out_dir`.
+    """Random-init a model of family `arch` (see _ARCHS) and save it with its tokenizer in `out_dir`.
 
+    `config_options` are passed to the family's config class (e.g. {"qk_layernorm": True} for phi).
     `init_std` is large on purpose: well-separated logits keep greedy decoding free of near-ties,
     so token-identity tests against PEFT are meaningful rather than flaky.
     """
@@ -137,10 +161,13 @@ def build_tiny_model(
         init_std=init_std,
         sliding_window=sliding_window,
         tie_word_embeddings=tie_word_embeddings,
+        config_options=config_options or {},
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        if arch in _RANDOM_VECTORS:
+            _randomize_vectors(model, init_std)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(str(out))
     return out
@@ -151,7 +178,7 @@ def build_tiny_adapter(
     out_dir: str | Path,
     r: int = 8,
     alpha: float = 16,
-    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    target_modules: str | Sequence[str] = ("q_proj", "v_proj"),
     seed: int = 1,
     b_std: float = 0.2,
     use_rslora: bool = False,
@@ -159,15 +186,15 @@ def build_tiny_adapter(
     """Create a PEFT LoRA adapter for `model_dir` and save it (safetensors) in `out_dir`.
 
     PEFT zero-initialises lora_B, which would make the adapter a no-op; it is redrawn here with
-    std `b_std` so greedy outputs differ visibly from the base model.
+    std `b_std` so greedy outputs differ visibly from the base model. `target_modules` is a list of
+    module names or one of PEFT's strings ("all-linear").
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, target_modules=list(target_modules), lora_dropout=0.0, use_rslora=use_rslora
-    )
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, use_rslora=use_rslora)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = get_peft_model(base, config)

@@ -44,14 +44,27 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    """One turn of a chat, as the tokenizer's chat template takes it."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt to complete, with the adapter to apply (None = the base model)."""
+    """One prompt to complete, with the adapter to apply (None = the base model).
+
+    With `messages`, the prompt is those turns rendered by the tokenizer's chat template
+    (`apply_chat_template(..., add_generation_prompt=True)`) and `prompt` is ignored.
+    """
 
     request_id: str
     prompt: str
     adapter_id: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     deadline_s: float | None = None  # wall clock (time.time()); a request still waiting then ends EXPIRED
+    messages: tuple[ChatMessage, ...] | None = None
 
 
 @dataclass(frozen=True)

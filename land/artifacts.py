@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from land.base_model import BaseModelConfig, Progress, cached_base
+from land.base_model import BaseModelConfig, Progress, built_base, cached_base
 from land.land import LandConfig
 from land.tasks import builtin_task, materialize_task
 
@@ -37,8 +37,7 @@ def land_base(cache_dir: str | Path = DEFAULT_CACHE_DIR, on_step: Progress | Non
 
 
 def is_base_cached(cache_dir: str | Path = DEFAULT_CACHE_DIR) -> bool:
-    out = Path(cache_dir) / f"base-{BaseModelConfig().fingerprint()}"
-    return (out / "config.json").is_file() and (out / "pretraining.json").is_file()
+    return built_base(cache_dir, BaseModelConfig()) is not None
 
 
 class TaskAdapter:

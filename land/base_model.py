@@ -69,10 +69,16 @@ class BaseModelConfig:
 Progress = Callable[[int, int, float], None]  # (step, total_steps, loss)
 
 
+def built_base(cache_dir: str | Path, config: BaseModelConfig) -> Path | None:
+    """The base's folder under `cache_dir` when it was built already, else None."""
+    out = Path(cache_dir) / f"base-{config.fingerprint()}"
+    return out if (out / "config.json").is_file() and (out / "pretraining.json").is_file() else None
+
+
 def cached_base(cache_dir: str | Path, config: BaseModelConfig, on_step: Progress | None = None) -> Path:
     """The pretrained base in `<cache_dir>/base-<fingerprint>/`, built first if it is not there."""
     out = Path(cache_dir) / f"base-{config.fingerprint()}"
-    if (out / "config.json").is_file() and (out / "pretraining.json").is_file():
+    if built_base(cache_dir, config) is not None:
         return out
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from land.metrics import score
-from land.results import EvalResult, TaskResult
+from land.results import MAX_EXAMPLES, MAX_MISSES, EvalResult, Sample, TaskResult
 from land.spec import Task
 from schemas import LorastreamError
 from streamer import LoraClient
@@ -108,34 +108,45 @@ async def collect_answers(
 
 
 def score_answers(tasks: Sequence[Task], answers: Sequence[Answer], adapter_ids: dict[str, str]) -> list[TaskResult]:
-    """Per task: mean score ×100 for the base and for the adapter (failed answers score 0)."""
+    """Per task: mean score ×100 for the base and for the adapter (failed answers score 0), the first
+    test rows as examples and the first rows the adapter missed (bounded: `land.results`)."""
     results = []
     for task in tasks:
-        points, errors, samples = {BASE: [], ADAPTER: []}, {BASE: 0, ADAPTER: 0}, {}
+        points, errors = {BASE: {}, ADAPTER: {}}, {BASE: 0, ADAPTER: 0}
+        texts: dict[str, dict[int, str]] = {BASE: {}, ADAPTER: {}}
         for answer in answers:
             item = answer.item
             if item.task != task.name:
                 continue
-            points[item.target].append(100.0 * score(task.spec, answer.text, item.gold))
+            points[item.target][item.row] = 100.0 * score(task.spec, answer.text, item.gold)
+            texts[item.target][item.row] = answer.text if answer.error is None else f"[{answer.error}]"
             errors[item.target] += answer.error is not None
-            if item.row == 0:
-                samples[item.target] = answer.text
         if not points[ADAPTER] or not points[BASE]:
             raise ValueError(f"task {task.name}: no answers to score")
+        rows = sorted(set(points[ADAPTER]) & set(points[BASE]))
+
+        def sample(row: int) -> Sample:
+            test = task.test[row]
+            return Sample(test.prompt, test.completion, texts[BASE][row], texts[ADAPTER][row], points[ADAPTER][row])
+
+        examples = [sample(row) for row in rows[:MAX_EXAMPLES]]
+        misses = [sample(row) for row in rows if points[ADAPTER][row] < 100.0][:MAX_MISSES]
         results.append(
             TaskResult(
                 name=task.name,
                 metric=task.spec.metric.value,
                 adapter_id=adapter_ids[task.name],
                 num_rows=len(points[ADAPTER]),
-                base=statistics.fmean(points[BASE]),
-                adapter=statistics.fmean(points[ADAPTER]),
+                base=statistics.fmean(points[BASE].values()),
+                adapter=statistics.fmean(points[ADAPTER].values()),
                 num_failed_base=errors[BASE],
                 num_failed_adapter=errors[ADAPTER],
                 example_prompt=task.test[0].prompt,
                 example_gold=task.test[0].completion,
-                example_base=samples.get(BASE, ""),
-                example_adapter=samples.get(ADAPTER, ""),
+                example_base=texts[BASE].get(0, ""),
+                example_adapter=texts[ADAPTER].get(0, ""),
+                examples=tuple(examples),
+                misses=tuple(misses),
             )
         )
     return results
@@ -147,8 +158,9 @@ async def evaluate(
     adapter_ids: dict[str, str],
     config: EvalConfig = EvalConfig(),
     on_answer: Callable[[Answer], None] = lambda answer: None,
+    title: str = EvalResult.title,
 ) -> EvalResult:
-    """Plan, send, score: the whole evaluation through `client`."""
+    """Plan, send, score: the whole evaluation through `client`; `title` says what was evaluated."""
     items = plan_requests(tasks, adapter_ids, config)
     started = time.monotonic()
     answers = await collect_answers(client, items, config, on_answer)
@@ -159,4 +171,5 @@ async def evaluate(
         num_requests=len(items),
         wall_s=wall_s,
         latency_ms_p50=latencies[len(latencies) // 2] if latencies else 0.0,
+        title=title,
     )

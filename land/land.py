@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from land.base_model import BaseModelConfig, cached_base
+from land.base_model import BaseModelConfig, built_base, cached_base
 from land.evaluate import EvalConfig
 from land.land_doc import write_land_report
 from land.report import leaderboard
@@ -140,7 +140,7 @@ async def _run(config: LandConfig, console: Console) -> LandOutcome:
     started = time.monotonic()
     console.rule("[bold]lorastream land — LoRA Land in miniature")
     workdir = Path(config.workdir)
-    base_dir = await asyncio.to_thread(_base_with_progress, workdir, config.base, console)
+    base_dir = await asyncio.to_thread(base_with_progress, workdir, config.base, console)
     timings["base_s"] = time.monotonic() - started
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -175,7 +175,11 @@ async def _run(config: LandConfig, console: Console) -> LandOutcome:
     return outcome
 
 
-def _base_with_progress(workdir: Path, config: BaseModelConfig, console: Console) -> Path:
+def base_with_progress(workdir: Path, config: BaseModelConfig, console: Console) -> Path:
+    """The land's base for `config` under `workdir`: pretrained once with a bar on `console`, then cached."""
+    built = built_base(workdir, config)
+    if built is not None:
+        return built
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

@@ -52,7 +52,8 @@ _SETUP = """\
 Each adapter: rank {rank} (alpha {alpha}) on {targets}, {steps} steps of {batch} rows, peak
 learning rate {lr} with cosine decay, no dropout, fp32 on the CPU. LoRA Land used rank 8 on q/v,
 lr 2e-4 and full epochs on 7B models; a ~1M-parameter base with a few hundred steps needs a
-higher rate and rank to learn in minutes. {workers} training workers (one consumer group) ran
+higher rate and rank to learn in minutes (`lorastream train` chooses such settings by itself on
+bases under 100M parameters: [training.md](training.md#defaults-by-base-size)). {workers} training workers (one consumer group) ran
 the jobs, each job in its own process.
 """
 
@@ -67,10 +68,19 @@ lorastream eval --task sentiment --task intent.json --adapter intent=acme/intent
 ```
 
 A `--task` is a built-in name or a task file; a task's adapter is `land/<task>` unless
-`--adapter TASK=ID` says otherwise. A task file names its metric (`accuracy` with `labels`,
-`rouge_l`, `last_number`, or `closeness` with `value_range`), a completion-style template whose
-last line is the cue, and JSONL splits whose rows hold the template's fields and `completion`
-(without a template: ready `prompt` and `completion`):
+`--adapter TASK=ID` says otherwise. A task file is one JSON object:
+
+| field | required | meaning |
+|---|---|---|
+| `name` | yes | the task's name (`[a-z0-9][a-z0-9_.-]*`), shown in the report |
+| `metric` | yes | `accuracy`, `rouge_l`, `last_number` or `closeness` |
+| `test` | yes | JSONL of the test rows, relative to the task file |
+| `labels` | for `accuracy` | the closed label set (two or more) |
+| `value_range` | for `closeness` | `[low, high]` of the gold values |
+| `template` | no | a completion-style `str.format` template whose last line is the cue; rows then hold its fields and `completion`. Without it, rows hold a ready `prompt` and `completion` |
+| `train` | no | JSONL of training rows (not used by `eval`) |
+| `max_new_tokens` | no | the longest answer (default 16) |
+| `description`, `modelled_on` | no | words for people |
 
 ```json
 {"name": "intent", "metric": "accuracy", "labels": ["refund", "delivery"],
@@ -78,7 +88,10 @@ last line is the cue, and JSONL splits whose rows hold the template's fields and
  "train": "train.jsonl", "test": "test.jsonl", "max_new_tokens": 4}
 ```
 
-The JSON it writes has `"tasks": {name: {"base": …, "adapter": …, "gain": …}}` and
+The leaderboard is titled by the tasks evaluated, and a second table shows a sample of each
+adapter's misses (prompt, expected, got). The JSON it writes has `"title"`, `"tasks": {name:
+{"base": …, "adapter": …, "gain": …, "examples": […], "misses": […]}}` (the first three test rows,
+and up to five rows the adapter got wrong: prompt, gold, both answers, the adapter's score) and
 `"mean_gain_points"`, scores in points (0-100). `land.materialize_task(name, dir)` writes
 a built-in task's `train.jsonl`/`test.jsonl` (prompt/completion rows) and its `task.json`, which is
 how a `TrainingRequest` naming `dataset.task` finds its data.

@@ -1,4 +1,4 @@
-"""An evaluation's leaderboard (rich table), its JSON file and its bar chart (PNG)."""
+"""An evaluation's leaderboard and its misses (rich tables), its JSON file and its bar chart (PNG)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from land.results import EvalResult
 
+_CELL_CHARS = 60  # prompt, gold and answer cells of the misses table are cut to this
 
-def leaderboard(result: EvalResult, title: str = "LoRA Land, in miniature") -> Table:
-    """Tasks by gain, best first, then the mean row."""
-    table = Table(title=title, title_style="bold")
+
+def eval_title(task_names: list[str] | tuple[str, ...]) -> str:
+    """What `lorastream eval` evaluated, for its table, JSON and chart."""
+    return f"Base vs fine-tuned: {', '.join(task_names)}"
+
+
+def leaderboard(result: EvalResult, title: str | None = None) -> Table:
+    """Tasks by gain, best first, then the mean row; titled by `title` or the result's own."""
+    table = Table(title=escape(title or result.title), title_style="bold")
     for column, justify in (
         ("task", "left"),
         ("metric", "left"),
@@ -46,6 +54,26 @@ def leaderboard(result: EvalResult, title: str = "LoRA Land, in miniature") -> T
     return table
 
 
+def misses_table(result: EvalResult) -> Table | None:
+    """A sample of the adapter's wrong answers per task (None when it missed nothing)."""
+    if not any(task.misses for task in result.tasks):
+        return None
+    table = Table(title="Sample misses of the fine-tuned adapters", title_style="bold")
+    for column in ("task", "prompt (end)", "expected", "got", "score"):
+        table.add_column(column, justify="right" if column == "score" else "left", overflow="fold")
+    for task in result.tasks:
+        for miss in task.misses:
+            prompt = " ".join(miss.prompt.split())
+            prompt = prompt if len(prompt) <= _CELL_CHARS else "…" + prompt[-_CELL_CHARS + 1 :]
+            table.add_row(task.name, escape(prompt), escape(_cut(miss.gold)), escape(_cut(miss.adapter)), f"{miss.score:.0f}")
+    return table
+
+
+def _cut(text: str) -> str:
+    text = repr(text)[1:-1]  # newlines and tabs shown, not obeyed
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
 def write_json(path: str | Path, result: EvalResult, extra: dict[str, Any] | None = None) -> Path:
     """The result's JSON form, with `extra` top-level keys (a run's timings, config)."""
     path = Path(path)
@@ -54,7 +82,7 @@ def write_json(path: str | Path, result: EvalResult, extra: dict[str, Any] | Non
     return path
 
 
-def save_chart(path: str | Path, result: EvalResult, title: str = "Base vs fine-tuned, per task") -> Path:
+def save_chart(path: str | Path, result: EvalResult, title: str | None = None) -> Path:
     """Grouped bars: base and fine-tuned score per task, with the mean gain in the title."""
     import matplotlib
 
@@ -78,7 +106,7 @@ def save_chart(path: str | Path, result: EvalResult, title: str = "Base vs fine-
     ax.set_xticks(list(positions), [f"{t.name}\n({t.metric})" for t in tasks], fontsize=8)
     ax.set_ylim(0, 108)
     ax.set_ylabel("score (points)")
-    ax.set_title(f"{title} — mean gain {result.mean_gain_points:+.1f} points", fontsize=10)
+    ax.set_title(f"{title or result.title} — mean gain {result.mean_gain_points:+.1f} points", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.tight_layout()
     path = Path(path)

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from land.evaluate import Answer, EvalConfig, evaluate, plan_requests
-from land.report import leaderboard, save_chart, write_json
+from land.report import eval_title, leaderboard, misses_table, save_chart, write_json
 from land.results import EvalResult
 from land.spec import Task
 from streamer import KafkaConfig, LoraClient, TopicNames
@@ -27,7 +27,12 @@ _SERVICE_READY_TIMEOUT_S = 120.0
 
 
 async def evaluate_with_progress(
-    client: LoraClient, tasks: Sequence[Task], adapter_ids: dict[str, str], config: EvalConfig, console: Console
+    client: LoraClient,
+    tasks: Sequence[Task],
+    adapter_ids: dict[str, str],
+    config: EvalConfig,
+    console: Console,
+    title: str = EvalResult.title,
 ) -> EvalResult:
     """`evaluate` with a bar over every request of the run (failures counted beside it)."""
     total = len(plan_requests(tasks, adapter_ids, config))
@@ -49,7 +54,7 @@ async def evaluate_with_progress(
 
     with bar:
         progress_id = bar.add_task("eval", total=total, failed="")
-        return await evaluate(client, tasks, adapter_ids, config, on_answer)
+        return await evaluate(client, tasks, adapter_ids, config, on_answer, title)
 
 
 async def eval_session(
@@ -63,11 +68,16 @@ async def eval_session(
     plot_path: Path,
     console: Console | None = None,
 ) -> EvalResult:
-    """Evaluate through the service at `kafka`, print the leaderboard, write the JSON and the chart."""
+    """Evaluate through the service at `kafka`; print the leaderboard, titled by the tasks, and a
+    sample of the adapters' misses; write the JSON and the chart."""
     console = console or Console(highlight=False)
+    title = eval_title([task.name for task in tasks])
     async with LoraClient(config=kafka, topics=topics, request_timeout_s=config.timeout_s) as client:
-        result = await evaluate_with_progress(client, tasks, adapter_ids, config, console)
+        result = await evaluate_with_progress(client, tasks, adapter_ids, config, console, title)
     console.print(leaderboard(result))
+    misses = misses_table(result)
+    if misses is not None:
+        console.print(misses)
     write_json(json_path, result)
     save_chart(plot_path, result)
     console.print(f"mean gain [bold]{result.mean_gain_points:+.1f}[/] points; wrote {json_path} and {plot_path}")

@@ -55,7 +55,7 @@ class TaskSpec:
 
     name: str
     metric: Metric
-    template: str | None
+    template: str | None = None
     description: str = ""
     labels: tuple[str, ...] = ()
     value_range: tuple[float, float] | None = None

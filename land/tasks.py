@@ -8,7 +8,9 @@ fixed, and no test prompt appears among the training rows. A user task is a JSON
      "train": "train.jsonl", "test": "test.jsonl", "max_new_tokens": 4}
 
 whose JSONL rows hold the template's fields and `completion` (or, without a template, a ready
-`prompt` and `completion`); relative paths are resolved against the task file.
+`prompt` and `completion`); relative paths are resolved against the task file. Required: `name`,
+`metric` and `test`, plus `labels` for accuracy and `value_range` for closeness; everything else
+is optional (TASK_FILE_FIELDS).
 """
 
 from __future__ import annotations
@@ -179,17 +181,28 @@ def load_task(ref: str | Path) -> Task:
     return load_task_file(path)
 
 
+REQUIRED_TASK_FIELDS = ("name", "metric", "test")
+OPTIONAL_TASK_FIELDS = ("template", "train", "labels", "value_range", "max_new_tokens", "description", "modelled_on")
+TASK_FILE_FIELDS = REQUIRED_TASK_FIELDS + OPTIONAL_TASK_FIELDS
+
+
 def load_task_file(path: str | Path) -> Task:
     """A user task (see the module docstring); raises TaskDataInvalid."""
     path = Path(path)
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(body, dict):
+            raise ValueError("a task file holds one JSON object")
+        missing = [name for name in REQUIRED_TASK_FIELDS if name not in body]
+        unknown = sorted(set(body) - set(TASK_FILE_FIELDS))
+        if missing or unknown:
+            raise ValueError(f"missing fields {missing}, unknown fields {unknown}; known: {', '.join(TASK_FILE_FIELDS)}")
         train_file, test_file = body.pop("train", None), body.pop("test")
         if "value_range" in body:
             body["value_range"] = tuple(body["value_range"])
         spec = TaskSpec(**body)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TaskDataInvalid(f"task file {path}: {exc!r}") from exc
+        raise TaskDataInvalid(f"task file {path}: {exc}") from exc
     train = read_rows(spec, path.parent / train_file) if train_file else ()
     test = read_rows(spec, path.parent / test_file)
     if not test:

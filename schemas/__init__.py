@@ -18,6 +18,7 @@ from schemas.deadletter import DeadLetter
 from schemas.errors import ErrorCode, InvalidEvent, LorastreamError
 from schemas.inference import (
     CancelRequest,
+    ChatMessage,
     ChunkBatch,
     Error,
     Final,
@@ -46,6 +47,7 @@ __all__ = [
     "AdapterEvent",
     "CancelJob",
     "CancelRequest",
+    "ChatMessage",
     "ChunkBatch",
     "DatasetRef",
     "DeadLetter",

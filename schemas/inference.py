@@ -9,6 +9,7 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
+    Checksum,
     MAX_BATCH_CHUNKS,
     MAX_NEW_TOKENS,
     MAX_PRIORITY,
@@ -19,8 +20,11 @@ from schemas.limits import (
     MIN_PRIORITY,
     SCHEMA_VERSION,
     AdapterId,
+    MAX_CHAT_MESSAGES,
     AnswerText,
     Attempt,
+    ChatContent,
+    ChatRole,
     Count,
     DurationMs,
     EpochMs,
@@ -46,6 +50,14 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     top_k: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOP_K)] = 0
     stop: Annotated[list[StopString], msgspec.Meta(max_length=MAX_STOP_STRINGS)] = []
     seed: Seed | None = None
+    ignore_eos: bool = False  # True: the model's end-of-sequence tokens do not end the answer
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One turn of a chat request; the service renders the turns with the model's chat template."""
+
+    role: ChatRole  # system, user, assistant, tool, ... (what the model's template knows)
+    content: ChatContent
 
 
 class ReplyAddress(msgspec.Struct, frozen=True):
@@ -56,10 +68,15 @@ class ReplyAddress(msgspec.Struct, frozen=True):
 
 
 class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="kind"):
-    """A prompt for the base model (adapter_id None) or one LoRA adapter."""
+    """A prompt, or chat messages, for the base model (adapter_id None) or one LoRA adapter.
+
+    Exactly one of a non-empty `prompt` (completed as it is) and non-empty `messages` (rendered
+    with the model's chat template, ending with the assistant's turn to speak).
+    """
 
     request_id: RequestId
-    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_BYTES)]  # and bytes: __post_init__
+    prompt: Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_BYTES)] = ""  # and bytes: __post_init__
+    messages: Annotated[list[ChatMessage], msgspec.Meta(max_length=MAX_CHAT_MESSAGES)] | None = None
     adapter_id: AdapterId | None = None
     params: SamplingParams = SamplingParams()
     reply_to: ReplyAddress | None = None
@@ -77,8 +94,16 @@ class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="ki
     schema_version: SchemaVersion = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if len(self.prompt.encode("utf-8", "surrogatepass")) > MAX_PROMPT_BYTES:
+        if bool(self.prompt) == bool(self.messages):
+            raise ValueError("give exactly one of a non-empty prompt and non-empty messages")
+        if _utf8_bytes(self.prompt) > MAX_PROMPT_BYTES:
             raise ValueError(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
+        if self.messages and sum(_utf8_bytes(m.content) for m in self.messages) > MAX_PROMPT_BYTES:
+            raise ValueError(f"messages' contents are longer than {MAX_PROMPT_BYTES} bytes together")
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 class TokenChunk(msgspec.Struct, frozen=True, tag="chunk", tag_field="kind"):
@@ -126,6 +151,9 @@ class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
     timings: Timings = Timings()
     served_by: ServedBy | None = None  # the consumer that answered (its instance/consumer id)
     reply_token: ReplyToken | None = None  # the request's, echoed
+    # on the results copy: sha256 of the request record answered, so that only the same record,
+    # re-served after a crash, is answered from the copy (never a request that reuses its id)
+    request_sha256: Checksum = ""
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
@@ -139,6 +167,7 @@ class Error(msgspec.Struct, frozen=True, tag="error", tag_field="kind"):
     message: Message
     served_by: ServedBy | None = None
     reply_token: ReplyToken | None = None  # the request's, echoed
+    request_sha256: Checksum = ""  # on the results copy: as Final's
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 

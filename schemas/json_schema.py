@@ -2,7 +2,7 @@
 
 One self-contained schema (draft 2020-12) per contract, so a producer or consumer in any language
 can validate a record before sending it or after reading it. `msgspec.json.schema` writes every
-bound the types carry (`schemas/limits.py`); three rules the decoder enforces outside the types are
+bound the types carry (`schemas/limits.py`); the rules the decoder enforces outside the types are
 added here:
 
 - patterns end in `\\Z` in Python (where `$` also matches before a trailing newline); JSON Schema
@@ -11,8 +11,10 @@ added here:
 - `schema_version` is at most SCHEMA_VERSION: a newer one is refused as `unsupported_version`;
 - every number is a finite double (msgspec refuses NaN, infinities and `1e999`), so a float field
   without bounds of its own gets the range of finite doubles;
-- a request's prompt is at most MAX_PROMPT_BYTES in UTF-8 as well as in characters
-  (`InferenceRequest.__post_init__`): JSON Schema cannot count bytes, so its description says so.
+- a request's prompt is at most MAX_PROMPT_BYTES in UTF-8 as well as in characters, and so are its
+  messages' contents together (`InferenceRequest.__post_init__`): JSON Schema cannot count bytes,
+  so the descriptions say so;
+- a request has exactly one of a non-empty prompt and non-empty messages (a `oneOf`).
 
 Regenerate the committed files after changing an event: `python -m schemas.json_schema --out
 schemas/json` (`--check` compares instead of writing; tests/schemas/test_json_schema.py does too).
@@ -85,6 +87,16 @@ def build_schema(contract: Contract) -> dict[str, Any]:
     return schema
 
 
+# exactly one of a non-empty prompt and non-empty messages (InferenceRequest.__post_init__)
+_PROMPT_OR_MESSAGES = [
+    {
+        "required": ["prompt"],
+        "properties": {"prompt": {"minLength": 1}, "messages": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}},
+    },
+    {"required": ["messages"], "properties": {"messages": {"type": "array", "minItems": 1}, "prompt": {"maxLength": 0}}},
+]
+
+
 def _rewrite(node: Any) -> None:
     """Apply the decoder's extra rules to every (sub)schema of `node`, in place."""
     if isinstance(node, list):
@@ -110,6 +122,10 @@ def _rewrite(node: Any) -> None:
             properties["prompt"]["description"] = (
                 f"At most {MAX_PROMPT_BYTES} characters and at most {MAX_PROMPT_BYTES} bytes in UTF-8."
             )
+            properties["messages"]["description"] = (
+                f"Instead of a prompt; their contents together at most {MAX_PROMPT_BYTES} bytes in UTF-8."
+            )
+            node["oneOf"] = _PROMPT_OR_MESSAGES
     for value in node.values():
         _rewrite(value)
 

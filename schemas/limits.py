@@ -15,7 +15,9 @@ import msgspec
 SCHEMA_VERSION = 1
 
 # inference requests
-MAX_PROMPT_BYTES = 64 * 1024
+MAX_PROMPT_BYTES = 64 * 1024  # a prompt, or all of a chat request's message contents together
+MAX_CHAT_MESSAGES = 256  # messages of one chat request
+MAX_ROLE_CHARS = 32
 MAX_NEW_TOKENS = 4096
 MAX_STOP_STRINGS = 8
 MAX_STOP_CHARS = 64
@@ -25,6 +27,7 @@ MIN_PRIORITY, MAX_PRIORITY = -100, 100
 MAX_ATTEMPT = 1000  # what a producer may ask; answers add the partition epoch (see MAX_COUNT)
 MAX_SEED = 2**63 - 1  # a signed 64-bit generator seed
 REPLY_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,64}\Z"  # a per-request secret, urlsafe base64
+ROLE_PATTERN = rf"^[A-Za-z0-9_-]{{1,{MAX_ROLE_CHARS}}}\Z"  # a chat role: system, user, assistant, tool, ...
 
 # numbers shared by every event
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -73,6 +76,8 @@ MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_PATTERN)]
 ServedBy = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 Message = Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)]
 AnswerText = Annotated[str, msgspec.Meta(max_length=MAX_ANSWER_CHARS)]
+ChatRole = Annotated[str, msgspec.Meta(pattern=ROLE_PATTERN)]
+ChatContent = Annotated[str, msgspec.Meta(max_length=MAX_PROMPT_BYTES)]  # and bytes: InferenceRequest
 StopString = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STOP_CHARS)]
 
 SchemaVersion = Annotated[int, msgspec.Meta(ge=1, le=MAX_COUNT)]

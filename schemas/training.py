@@ -30,27 +30,38 @@ from schemas.limits import (
     Uri,
 )
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-LoraTarget = Annotated[str, msgspec.Meta(pattern=r"^(q|k|v|o|gate|up|down)_proj\Z")]
+# every projection name of a served family (gpu_engine/families); whether the worker's base has it
+# is checked when the job loads the base (`invalid_spec` otherwise)
+LORA_TARGETS = (
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",  # llama, gemma, qwen
+    "qkv_proj", "gate_up_proj",  # phi3's fused projections
+    "dense", "fc1", "fc2",  # phi
+)
+LoraTarget = Annotated[str, msgspec.Meta(pattern=r"^((q|k|v|o|gate|up|down|qkv|gate_up)_proj|dense|fc1|fc2)\Z")]
 
 
 class Hyperparameters(msgspec.Struct, frozen=True):
-    """LoRA Land's defaults: r 8, alpha 16, dropout 0.05, q/v targets, lr 2e-4, cosine, 3% warmup."""
+    """A fine-tune's settings. Those that default to None are chosen by the worker from the size of
+    its base (LoRA Land's r 8, alpha 16, q/v, lr 2e-4, 1 epoch for bases of 1B parameters and more;
+    larger rank, every projection and a higher rate for smaller ones: docs/training.md); `alpha`
+    unset is twice `r`; `max_seq_len` unset is 512, and any value above the base's positions is
+    clamped to them. The rest are LoRA Land's: dropout 0.05, cosine, 3% warmup, batch 16.
+    """
 
-    r: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAINING_RANK)] = 8
-    alpha: Annotated[float, msgspec.Meta(gt=0, le=MAX_LORA_ALPHA)] = 16.0
+    r: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAINING_RANK)] | None = None
+    alpha: Annotated[float, msgspec.Meta(gt=0, le=MAX_LORA_ALPHA)] | None = None
     dropout: Annotated[float, msgspec.Meta(ge=0.0, lt=1.0)] = 0.05
-    target_modules: Annotated[
-        list[LoraTarget], msgspec.Meta(min_length=1, max_length=len(LORA_TARGETS))
-    ] = msgspec.field(default_factory=lambda: ["q_proj", "v_proj"])
-    learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1.0)] = 2e-4
+    target_modules: (
+        Annotated[list[LoraTarget], msgspec.Meta(min_length=1, max_length=len(LORA_TARGETS))] | None
+    ) = None
+    learning_rate: Annotated[float, msgspec.Meta(gt=0, le=1.0)] | None = None
     lr_scheduler: Annotated[str, msgspec.Meta(pattern=r"^(cosine|linear|constant)\Z")] = "cosine"
     warmup_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=0.5)] = 0.03
     effective_batch_size: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 16
     micro_batch_size: Annotated[int, msgspec.Meta(ge=1, le=512)] = 4
     max_steps: Annotated[int, msgspec.Meta(ge=1, le=MAX_TRAINING_STEPS)] | None = None
-    epochs: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = 1.0
-    max_seq_len: Annotated[int, msgspec.Meta(ge=8, le=32768)] = 512
+    epochs: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    max_seq_len: Annotated[int, msgspec.Meta(ge=8, le=32768)] | None = None
     seed: Seed = 0
     quantize: Annotated[str, msgspec.Meta(pattern=r"^(auto|nf4|none)\Z")] = "auto"
 
@@ -112,6 +123,7 @@ class TrainingEvent(msgspec.Struct, frozen=True, tag="training_event", tag_field
     metrics: Annotated[dict[MetricName, float], msgspec.Meta(max_length=MAX_METRICS)] = {}
     code: ErrorCode | None = None
     reason: Message | None = None
+    notice: Message | None = None  # on `started`: the settings the worker chose or clamped, in words
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 

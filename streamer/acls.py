@@ -74,10 +74,12 @@ class AclBinding:
 
 @dataclass(frozen=True)
 class Tenant:
-    """A tenant principal (`User:<name>`); `may_train` lets it submit fine-tunes."""
+    """A tenant principal (`User:<name>`); `may_train` lets it submit fine-tunes; `reads_adapters`
+    lets it read the adapters topic (an OpenAI gateway lists the served adapters from it)."""
 
     name: str
     may_train: bool = False
+    reads_adapters: bool = False
 
     def __post_init__(self) -> None:
         if not _TENANT_RE.fullmatch(self.name):
@@ -116,24 +118,31 @@ def lorastream_acls(topics: TopicNames, principals: Principals) -> list[AclBindi
     ensure at start-up (an existing topic cannot be changed that way); tenants create none."""
     t, p = topics, principals
     R, W, C, D = Operation.READ, Operation.WRITE, Operation.CREATE, Operation.DESCRIBE
-    inference = {t.requests: R, t.control: R, t.adapters: R, t.results: W, t.requests_dlq: W}
-    trainer = {t.training_requests: R, t.control: R, t.training_events: W, t.adapters: W, t.requests_dlq: W}
+    inference = {  # results: written, and read back to answer re-served requests (docs/delivery.md)
+        t.requests: (R,), t.control: (R,), t.adapters: (R,), t.results: (W, R), t.requests_dlq: (W,),
+        t.adapter_stats: (W,),
+    }
+    trainer = {t.training_requests: (R,), t.control: (R,), t.training_events: (W,), t.adapters: (W,), t.requests_dlq: (W,)}
     out: list[AclBinding] = []
     for user, grants in ((p.inference, inference), (p.trainer, trainer)):
         for spec in default_topic_specs(t):  # what both services ensure at start-up
-            granted = (grants[spec.name],) if spec.name in grants else ()
+            granted = grants.get(spec.name, ())
             out += _topic(user, spec.name, PatternType.LITERAL, C, D, *granted)
     out += _group(p.inference, p.inference_group, R, D)
     out += _group(p.trainer, p.training_group, R, D)
     for tenant in p.tenants:
         prefix = reply_prefix(t, tenant.name)
         out += _topic(p.inference, prefix, PatternType.PREFIXED, W, D)
-        out += _topic(tenant.name, prefix, PatternType.PREFIXED, C, Operation.DELETE, R, D)
+        # W: a client's liveness heartbeat on its own reply topic (`lorastream topics gc` spares it)
+        out += _topic(tenant.name, prefix, PatternType.PREFIXED, C, Operation.DELETE, R, W, D)
         out += _topic(tenant.name, t.requests, PatternType.LITERAL, W, D)
         out += _topic(tenant.name, t.control, PatternType.LITERAL, W, D)
+        out += _topic(tenant.name, t.adapter_stats, PatternType.LITERAL, R, D)  # LoraClient routes by it
         if tenant.may_train:
             out += _topic(tenant.name, t.training_requests, PatternType.LITERAL, W, D)
             out += _topic(tenant.name, t.training_events, PatternType.LITERAL, R, D)
+        if tenant.reads_adapters:
+            out += _topic(tenant.name, t.adapters, PatternType.LITERAL, R, D)
     for operator in p.operators:
         manage = (C, Operation.DELETE, Operation.DESCRIBE_CONFIGS, Operation.ALTER_CONFIGS)
         out += _topic(operator, f"{t.prefix}.", PatternType.PREFIXED, R, D, *manage)
@@ -196,9 +205,9 @@ class _CreateAcls(Request[CreateAclsRequest_v1]):
 
 def _tenant_arg(text: str) -> Tenant:
     name, _, flag = text.partition(":")
-    if flag not in ("", "train"):
-        raise argparse.ArgumentTypeError(f"{text!r}: NAME or NAME:train")
-    return Tenant(name, may_train=flag == "train")
+    if flag not in ("", "train", "gateway"):
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME, NAME:train or NAME:gateway")
+    return Tenant(name, may_train=flag == "train", reads_adapters=flag == "gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trainer-user", default=Principals.trainer)
     parser.add_argument("--operator", action="append", default=[], help="an operator's user name (repeat)")
     parser.add_argument(
-        "--tenant", action="append", default=[], type=_tenant_arg, help="NAME, or NAME:train if it may fine-tune (repeat)"
+        "--tenant", action="append", default=[], type=_tenant_arg, help="NAME, NAME:train if it may fine-tune, NAME:gateway for an OpenAI gateway (repeat)"
     )
     parser.add_argument("--inference-group", default=INFERENCE_GROUP)
     parser.add_argument("--training-group", default=TRAINING_GROUP)

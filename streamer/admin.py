@@ -17,6 +17,7 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
     for_code,
 )
+from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.limits import TOPIC_PATTERN
 from streamer.config import KafkaConfig, TopicNames
@@ -73,6 +74,7 @@ def default_topic_specs(
         TopicSpec(names.training_requests, training_partitions, replication_factor=rf),
         TopicSpec(names.training_events, 1, replication_factor=rf),
         TopicSpec(names.adapters, 1, COMPACT, replication_factor=rf),
+        TopicSpec(names.adapter_stats, 1, COMPACT, replication_factor=rf),  # key: consumer (streamer.routing)
     ]
 
 
@@ -135,7 +137,7 @@ async def ensure_topics(
             elif code != TopicAlreadyExistsError.errno:
                 raise TopicAdminError(f"cannot create topic {topic}: {detail}")
         if denied:  # under ACLs a principal without CREATE may still use topics that exist
-            described = await admin.describe_topics(list(denied))
+            described = await describe_without_creating(admin, list(denied))
             existing = {t["topic"] for t in described if t.get("error_code", 0) == 0 and t.get("partitions")}
             for topic, detail in denied.items():
                 if topic not in existing:
@@ -149,7 +151,7 @@ async def ensure_topics(
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        topics = await admin.describe_topics(names)
+        topics = await describe_without_creating(admin, names)
         pending = [t["topic"] for t in topics if not _has_leaders(t)]
         if not pending:
             return
@@ -196,12 +198,26 @@ async def list_topics(cfg: KafkaConfig, *, prefix: str = "") -> list[str]:
     return sorted(n for n in names if n.startswith(prefix) and not n.startswith("__"))
 
 
+async def describe_without_creating(admin: AIOKafkaAdminClient, names: list[str]) -> list[dict]:
+    """Each topic's entry of a metadata response, asked with `allow_auto_topic_creation=false`.
+
+    aiokafka's `describe_topics` allows auto-creation, and a broker that auto-creates (Tansu
+    always, Apache Kafka with its default `auto.create.topics.enable=true`) then creates every
+    topic it is asked about: a reply topic its client just deleted would come back.
+    """
+    request = MetadataRequest(names, allow_auto_topic_creation=False)
+    response = await admin._send_request(request)  # aiokafka has no public call that takes the flag
+    return response.to_object()["topics"]
+
+
 async def describe_topics(cfg: KafkaConfig, names: Iterable[str]) -> list[TopicInfo]:
     """Name and partition count of each existing topic among `names` (missing ones left out)."""
     async with admin_client(cfg) as admin:
-        topics = await admin.describe_topics(list(names))
+        topics = await describe_without_creating(admin, list(names))
     return [
-        TopicInfo(t["topic"], len(t["partitions"])) for t in topics if t.get("error_code", 0) == 0
+        TopicInfo(t["topic"], len(t["partitions"]))
+        for t in topics
+        if t.get("error_code", 0) == 0 and t.get("partitions")
     ]
 
 

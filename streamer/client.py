@@ -24,7 +24,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas import Final, InferenceRequest, ReplyAddress
+from schemas import Final, InferenceRequest, ReplyAddress, SamplingParams
 from schemas.limits import TOPIC_PATTERN
 from streamer.client_connection import ClientConnection
 from streamer.config import KafkaConfig, TopicNames
@@ -32,6 +32,7 @@ from streamer.errors import ClientClosed, PublishFailed
 from streamer.replies import Sink
 from streamer.request_builder import (
     BASE_MODEL_KEY,
+    ChatMessages,
     RequestOptions,
     addressed_to,
     new_inference_request,
@@ -41,10 +42,12 @@ from streamer.request_builder import (
 from streamer.stream import RequestStream
 from streamer.training_client import TrainingJob, build_training_request, submit_training
 
-__all__ = ["BASE_MODEL_KEY", "LoraClient", "RequestOptions", "new_reply_token"]
+__all__ = ["BASE_MODEL_KEY", "DEFAULT_REQUEST_TIMEOUT_S", "ChatMessages", "LoraClient", "RequestOptions", "new_reply_token"]
 
 _TOPIC_RE = re.compile(TOPIC_PATTERN)
 _NOT_STARTED = "the client is not started (use `async with LoraClient(...)`)"
+_SAMPLING = SamplingParams()  # the defaults of every sampling argument below (the wire format's)
+DEFAULT_REQUEST_TIMEOUT_S = 120.0  # how long a stream waits for its answer unless told otherwise
 
 
 class LoraClient:
@@ -59,7 +62,7 @@ class LoraClient:
         client_id: str | None = None,
         reply_topic: str | None = None,
         reply_partition: int | None = None,
-        request_timeout_s: float = 120.0,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         if config is None:
             config = KafkaConfig.from_env(bootstrap_servers)
@@ -83,7 +86,8 @@ class LoraClient:
             partition=reply_partition or 0,
         )
         self._connection = ClientConnection(
-            self.config, self.reply_to, owns_reply_topic=self.owns_reply_topic, control_topic=topics.control
+            self.config, self.reply_to, owns_reply_topic=self.owns_reply_topic, control_topic=topics.control,
+            stats_topic=topics.adapter_stats,
         )
         self._reader = self._connection.reader
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,13 +138,15 @@ class LoraClient:
 
     def stream(
         self,
-        prompt: str,
+        prompt: str | None = None,
         adapter_id: str | None = None,
         *,
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        messages: ChatMessages | None = None,
+        ignore_eos: bool = _SAMPLING.ignore_eos,
+        max_new_tokens: int = _SAMPLING.max_new_tokens,
+        temperature: float = _SAMPLING.temperature,
+        top_p: float = _SAMPLING.top_p,
+        top_k: int = _SAMPLING.top_k,
         stop: Iterable[str] = (),
         seed: int | None = None,
         deadline_s: float | None = None,
@@ -149,10 +155,17 @@ class LoraClient:
         timeout_s: float | None = None,
         partition_key: str | None = None,
     ) -> RequestStream:
-        """`async for record in client.stream(...)`: TokenChunks, then the Final."""
+        """`async for record in client.stream(...)`: TokenChunks, then the Final.
+
+        Give a `prompt` (completed as it is) or chat `messages` ({"role", "content"} mappings or
+        ChatMessage; the service renders them with the model's chat template), not both: ValueError.
+        `ignore_eos` keeps generating past the model's end-of-sequence tokens (fixed-length answers).
+        """
         request = self.build_request(
             prompt,
             adapter_id,
+            messages=messages,
+            ignore_eos=ignore_eos,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -185,13 +198,15 @@ class LoraClient:
 
     async def generate(
         self,
-        prompt: str,
+        prompt: str | None = None,
         adapter_id: str | None = None,
         *,
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        messages: ChatMessages | None = None,
+        ignore_eos: bool = _SAMPLING.ignore_eos,
+        max_new_tokens: int = _SAMPLING.max_new_tokens,
+        temperature: float = _SAMPLING.temperature,
+        top_p: float = _SAMPLING.top_p,
+        top_k: int = _SAMPLING.top_k,
         stop: Iterable[str] = (),
         seed: int | None = None,
         deadline_s: float | None = None,
@@ -204,6 +219,8 @@ class LoraClient:
         request = self.build_request(
             prompt,
             adapter_id,
+            messages=messages,
+            ignore_eos=ignore_eos,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
@@ -222,7 +239,7 @@ class LoraClient:
 
     async def submit(
         self,
-        prompt: str,
+        prompt: str | None = None,
         adapter_id: str | None = None,
         *,
         reply_to: ReplyAddress | None = None,
@@ -268,21 +285,23 @@ class LoraClient:
         adapter's traffic lands on one consumer. Raises InvalidEvent, PublishFailed, ClientClosed.
         """
         producer = self._open_producer()
-        key, value = publishable(request, partition_key)
+        key, value, partition = publishable(request, partition_key, self._connection.routes)
         try:
-            await producer.send_and_wait(self.topics.requests, value, key=key)
+            await producer.send_and_wait(self.topics.requests, value, key=key, partition=partition)
         except KafkaError as exc:
             raise PublishFailed(f"request {request.request_id} not published: {exc!r}") from exc
 
     def build_request(
         self,
-        prompt: str,
+        prompt: str | None = None,
         adapter_id: str | None = None,
         *,
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        messages: ChatMessages | None = None,
+        ignore_eos: bool = _SAMPLING.ignore_eos,
+        max_new_tokens: int = _SAMPLING.max_new_tokens,
+        temperature: float = _SAMPLING.temperature,
+        top_p: float = _SAMPLING.top_p,
+        top_k: int = _SAMPLING.top_k,
         stop: Iterable[str] = (),
         seed: int | None = None,
         deadline_s: float | None = None,
@@ -295,6 +314,8 @@ class LoraClient:
             self.reply_to,
             prompt,
             adapter_id,
+            messages=messages,
+            ignore_eos=ignore_eos,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,

@@ -152,6 +152,10 @@ class TopicNames:
     def adapters(self) -> str:
         return f"{self.prefix}.adapters"
 
+    @property
+    def adapter_stats(self) -> str:
+        return f"{self.prefix}.adapter-stats"
+
     def replies_for(self, client_id: str) -> str:
         """The private reply topic of one client instance."""
         name = f"{self.prefix}.replies.{client_id}"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,7 +64,10 @@ READ_RETRY = RetryPolicy(max_tries=None, first_backoff_s=0.1)
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Errors worth retrying: the broker is not reachable or not ready yet."""
+    """Errors worth retrying: the broker is not reachable or not ready yet (a request that timed out
+    included: aiokafka marks its KafkaTimeoutError not retriable, but waiting is what it asks for)."""
+    if isinstance(exc, KafkaTimeoutError):
+        return True
     if isinstance(exc, KafkaError):
         return bool(getattr(exc, "retriable", False))
     return isinstance(exc, (ConnectionError, TimeoutError))

@@ -53,7 +53,7 @@ def build_training_request(
     **hyperparameters: Any,
 ) -> TrainingRequest:
     """A TrainingRequest; `dataset` is a JSONL path/URI or a DatasetRef; hyperparameters by name
-    (r, alpha, learning_rate, max_steps, ...; LoRA Land's defaults otherwise). Raises InvalidEvent."""
+    (r, alpha, learning_rate, max_steps, ...; unset ones are chosen by the worker from the base's size: gpu_engine/training/defaults.py). Raises InvalidEvent."""
     ref = dataset if isinstance(dataset, DatasetRef) else DatasetRef(uri=dataset)
     request = TrainingRequest(
         job_id=job_id or uuid.uuid4().hex,

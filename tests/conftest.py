@@ -3,6 +3,10 @@
 `kafka_bootstrap` uses $LORASTREAM_BOOTSTRAP when set; otherwise it starts Apache Kafka from
 $LORASTREAM_KAFKA_LIBS (or <repo>/.cache/kafka/libs, filled by `make kafka-jars`) the first time
 a test asks for it, and stops it at the end. A broker that cannot start fails the tests.
+
+The Kafka side (`devbrokers`, `streamer`: aiokafka, msgspec) is imported inside the fixtures that
+use it, so `pytest tests/engine` runs where only the engine's packages are installed (the GPU
+device image; tests/gpu_check/test_conftest_imports.py checks it).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from devbrokers import KafkaJarBroker
-from streamer import KafkaConfig, TopicNames
+if TYPE_CHECKING:
+    from devbrokers import KafkaJarBroker
+    from streamer import KafkaConfig, TopicNames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +45,8 @@ def kafka_broker() -> Iterator[KafkaJarBroker]:
     """The Apache Kafka this session started; tests may stop() and start() it again."""
     if os.environ.get("LORASTREAM_BOOTSTRAP"):
         pytest.skip("LORASTREAM_BOOTSTRAP points at an external broker that tests cannot restart")
+    from devbrokers import KafkaJarBroker
+
     libs_dir = os.environ.get("LORASTREAM_KAFKA_LIBS") or ROOT / ".cache" / "kafka" / "libs"
     broker = KafkaJarBroker(libs_dir)
     try:
@@ -59,6 +67,8 @@ def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def kafka_config(kafka_bootstrap: str) -> KafkaConfig:
+    from streamer import KafkaConfig
+
     return KafkaConfig(bootstrap_servers=kafka_bootstrap, client_id="lorastream-tests")
 
 
@@ -70,6 +80,8 @@ def topic_prefix() -> str:
 
 @pytest.fixture
 def topic_names(topic_prefix: str) -> TopicNames:
+    from streamer import TopicNames
+
     return TopicNames(topic_prefix)
 
 

@@ -1,29 +1,36 @@
 """Admission: each polled record becomes a running answer, or is refused and dead-lettered.
 
-Per record: decode and validate → the same request already in flight? answer it once → check the
-reply address (the pattern, then the topic's existence, looked up off the poll path) → start it on
-the engine, with a deadline timer. A record that does not decode is dead-lettered, and an Error
-goes to its reply address when one is readable and allowed. Whatever goes wrong after that ends as
-a typed Error plus a dead letter (`internal`), never as a lost offset. Engine events come back
-through `call_soon_threadsafe` and are applied on the loop (translate.py).
+Per record: decode and validate → the same request already in flight? answer it once → being
+re-served after a takeover? ask the answer memory whether it was answered → check the reply
+address (the pattern, then the topic's existence, looked up off the poll path) → answer it again
+from the results topic when it was answered (the offset is finished once that reply is
+acknowledged), else start it on the engine, with a deadline timer. A record that does not decode
+is dead-lettered, and an Error goes to its reply address when one is readable and allowed.
+Whatever goes wrong after that ends as a typed Error plus a dead letter (`internal`), never as a
+lost offset. Engine events come back through `call_soon_threadsafe` and are applied on the loop
+(translate.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from consumers.inference.answer import Answer
+from consumers.inference.answer_memory import AnswerMemory, resend_records
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.inference.translate import apply_event, generation_request
 from consumers.metrics import Metrics
 from gpu_engine.types import GenerationEvent, GenerationRequest
-from schemas import ErrorCode, InferenceRequest, InvalidEvent, ReplyAddress, decode_request, encode
+from schemas import Error, ErrorCode, Final, InferenceRequest, InvalidEvent, ReplyAddress, decode_request, encode
 from streamer.epochs import PartitionEpochs
+from streamer.outbox import Outbox
 from streamer.reply_topics import ReplyPolicy, ReplyTopicDirectory, TopicStatus
+from streamer.send_policy import SendOutcome
 from streamer.transport import TopicPartition
 
 log = logging.getLogger(__name__)
@@ -55,9 +62,12 @@ class Admission:
         directory: ReplyTopicDirectory,
         metrics: Metrics,
         served_by: str,
+        memory: AnswerMemory,
+        outbox: Outbox,
     ) -> None:
         self.answers = answers  # request_id → the answer in flight (shared with the writer)
         self.lookups: set[asyncio.Task[None]] = set()  # admissions waiting for a reply-topic lookup
+        self._recalls: set[asyncio.Task[None]] = set()  # admissions asking the answer memory (in `answers`)
         self._engine = engine
         self._writer = writer
         self._epochs = epochs
@@ -66,6 +76,9 @@ class Admission:
         self._directory = directory
         self._metrics = metrics
         self._served_by = served_by
+        self._memory = memory
+        self._outbox = outbox
+        self._recalled: dict[str, Final | Error] = {}  # request_id → its answer on record, until started
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -94,14 +107,19 @@ class Admission:
             answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by)
             self.answers[request.request_id] = answer
             self._idle.clear()
-            self._check_reply_then_start(answer)
+            recalled = self._memory.recall(tp, offset, request.request_id)
+            if recalled is None:
+                self._check_reply_then_start(answer)
+            else:
+                self._spawn(self._recall_then_start(answer, recalled), self._recalls)
         except Exception as exc:
             self._internal_failure(tp, offset, raw, answer, exc)
 
     def settled(self, answer: Answer) -> None:
-        """The answer's results copy is acknowledged: its offsets are finished."""
+        """The answer's results copy (or its reply, when reused) is acknowledged: its offsets are finished."""
         if self.answers.get(answer.request_id) is answer:
             del self.answers[answer.request_id]
+            self._recalled.pop(answer.request_id, None)
             if not self.answers:
                 self._idle.set()
         self._finish(TopicPartition(answer.topic, answer.partition), answer.offset)
@@ -117,8 +135,41 @@ class Admission:
             self._engine.abort(answer.request_id)
 
     def close(self) -> None:
-        for task in self.lookups:
+        for task in (*self.lookups, *self._recalls):
             task.cancel()
+
+    # ---- answers on record ----------------------------------------------------------------------
+
+    async def _recall_then_start(self, answer: Answer, recalled: Awaitable[Final | Error | None]) -> None:
+        try:
+            record = await recalled
+            if record is not None:
+                self._recalled[answer.request_id] = record
+            self._check_reply_then_start(answer)
+        except Exception as exc:
+            self._internal_failure(TopicPartition(answer.topic, answer.partition), answer.offset, answer.raw, answer, exc)
+
+    def _reuse(self, answer: Answer, record: Final | Error) -> None:
+        """Answer again from the results topic; the offset is finished once the reply is acknowledged."""
+        answer.finished = True
+        self._metrics.reused_answers.inc()
+        reply_to = answer.request.reply_to
+        if reply_to is None:
+            self.settled(answer)
+            return
+        records = resend_records(record, answer.attempt, answer.request)
+
+        def done(outcome: SendOutcome) -> None:
+            if not outcome.ok:  # the answer stays on record; the requester's topic cannot take it
+                self._metrics.send_failures.labels("reply", outcome.value).inc()
+                log.warning("reused answer of %s not sent to %s (%s)", answer.request_id, reply_to.topic, outcome.value)
+            self.settled(answer)
+
+        for i, resent in enumerate(records):
+            self._outbox.put(
+                reply_to.topic, encode(resent), key=answer.request_id.encode(), partition=reply_to.partition,
+                on_done=done if i == len(records) - 1 else None,
+            )
 
     # ---- the reply address ------------------------------------------------------------------
 
@@ -159,14 +210,19 @@ class Admission:
         answer.reply_failed = True
         self._writer.error(answer, code, message, dead_letter=True)
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro, tasks: set[asyncio.Task[None]] | None = None) -> None:
+        tasks = self.lookups if tasks is None else tasks
         task = asyncio.ensure_future(coro)
-        self.lookups.add(task)
-        task.add_done_callback(self.lookups.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # ---- the engine ------------------------------------------------------------------------------
 
     def _start(self, answer: Answer) -> None:
+        recalled = self._recalled.pop(answer.request_id, None)
+        if recalled is not None and recalled.request_sha256 == hashlib.sha256(answer.raw).hexdigest():
+            self._reuse(answer, recalled)  # this very record was answered before: deadlines no longer matter
+            return
         request = answer.request
         if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
             self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed before it was started")
@@ -198,8 +254,8 @@ class Admission:
         """A record that is not a valid request: dead-letter it, tell the sender if its address is allowed."""
         if exc.request_id is not None and exc.reply_to is not None:
             attempt = exc.attempt + self._epochs.epoch(tp)
-            request = InferenceRequest(
-                request_id=exc.request_id, prompt="", reply_to=exc.reply_to, reply_token=exc.reply_token
+            request = InferenceRequest(  # a stand-in carrying the refused record's address (its prompt is unused)
+                request_id=exc.request_id, prompt="-", reply_to=exc.reply_to, reply_token=exc.reply_token
             )
             answer = Answer(request, raw, tp.topic, tp.partition, offset, attempt=attempt, served_by=self._served_by)
             self._reply_refusal(exc.reply_to, encode(answer.error(exc.code, exc.message)), exc.request_id)

@@ -16,6 +16,7 @@ admission.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -125,7 +126,7 @@ class AnswerWriter:
                 reply_to.topic, encode(record), key=answer.request_id.encode(), partition=reply_to.partition,
                 on_done=lambda outcome: self._reply_done(answer, outcome, last=True),
             )
-        self._results_copy(answer, encode(msgspec.structs.replace(record, reply_token=None)))
+        self._results_copy(answer, encode(results_copy(record, answer.raw)))
 
     def _results_copy(self, answer: Answer, value: bytes) -> None:
         def done(outcome: SendOutcome) -> None:
@@ -213,3 +214,9 @@ class AnswerWriter:
             address.topic, record, key=request_id.encode(), partition=address.partition,
             on_done=lambda outcome: outcome.ok or self._metrics.send_failures.labels("reply", outcome.value).inc(),
         )
+
+
+def results_copy(record: Final | Error, request_raw: bytes) -> Final | Error:
+    """The record as kept on the results topic: without the requester's secret token, with the
+    digest of the request record it answers (only that record may be answered from it again)."""
+    return msgspec.structs.replace(record, reply_token=None, request_sha256=hashlib.sha256(request_raw).hexdigest())

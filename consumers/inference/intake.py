@@ -6,7 +6,8 @@ is ever committed past an unanswered request. Commits go out every `commit_inter
 the partition's epoch (streamer/epochs.py) in their metadata; the commit watchdog notices a
 partition whose commit stopped moving while records wait. At `max_inflight` admitted-but-unanswered
 requests every partition pauses, and resumes below `resume_below`. A rebalance commits what is
-finished before giving partitions up and claims a new epoch for each partition it receives.
+finished before giving partitions up and claims a new epoch for each partition it receives, and
+tells the answer memory (answer_memory.py) which records it is about to re-serve.
 """
 
 from __future__ import annotations
@@ -17,13 +18,17 @@ import time
 from collections.abc import Callable, Sequence
 
 from consumers.config import ServeConfig
+from consumers.inference.answer_memory import AnswerMemory
 from consumers.metrics import Metrics
 from streamer import OffsetTracker, TopicNames
 from streamer.commit_watchdog import CommitWatchdog
 from streamer.epochs import PartitionEpochs
+from streamer.retry import RetryPolicy, retry_transient
 from streamer.transport import OffsetAndMetadata, TopicPartition, Transport
 
 log = logging.getLogger(__name__)
+
+EPOCH_CLAIM_RETRY = RetryPolicy(max_tries=None, deadline_s=10.0, first_backoff_s=0.05, max_backoff_s=1.0)
 
 POLL_TIMEOUT_MS = 20
 
@@ -37,9 +42,11 @@ class Intake:
         topics: TopicNames,
         config: ServeConfig,
         metrics: Metrics,
+        memory: AnswerMemory,
     ) -> None:
         self.config = config
         self.metrics = metrics
+        self.memory = memory
         self.offsets: OffsetTracker[TopicPartition] = OffsetTracker()
         self.epochs = PartitionEpochs()
         self.watchdog: CommitWatchdog[TopicPartition] = CommitWatchdog(config.commit_stall_s)
@@ -69,9 +76,12 @@ class Intake:
             batch = await self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.max_fetch_records)
             ready.set()
             for tp, records in batch.items():
+                self.memory.polled(tp, records)
                 for record in records:
                     self.offsets.track(tp, record.offset)
                     admit(tp, record.offset, record.value or b"")
+                if records:
+                    self.memory.passed(tp, records[-1].offset)
             self.apply_backpressure(num_inflight())
             if time.monotonic() >= next_commit:
                 await self.commit()
@@ -132,6 +142,7 @@ class Intake:
             self.offsets.forget(tp)
             self.epochs.forget(tp)
             self.watchdog.revoked(tp)
+        self.memory.forget(partitions)
         self.metrics.assigned_partitions.set(0)  # eager protocol: all are revoked
 
     async def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
@@ -139,7 +150,16 @@ class Intake:
         now_s = time.monotonic()
         for tp in partitions:
             self.watchdog.assigned(tp, now_s)
-        try:
-            await self.epochs.claim(self.consumer, list(partitions))
+        self.memory.assigned(partitions)
+        try:  # a partition just created may have no leader yet: transient, waited out briefly
+            await retry_transient(
+                lambda: self.epochs.claim(self.consumer, list(partitions)), what="claim partition epochs",
+                policy=EPOCH_CLAIM_RETRY,
+            )
         except Exception:  # answers then carry the request's own attempt; logged for operators
             log.exception("could not claim partition epochs for %s", sorted(partitions))
+        try:
+            await self.memory.taken_over(self.consumer, list(partitions))
+        except Exception:  # every re-served request is then computed again
+            log.exception("could not tell which records of %s are re-served", sorted(partitions))
+            self.memory.forget(partitions)

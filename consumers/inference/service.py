@@ -3,6 +3,7 @@
 This module only wires the parts, each of which owns one concern:
 - intake.py — the group member: poll loop, backpressure, commits, commit watchdog, rebalances;
 - admission.py — a record becomes a running answer, or is refused and dead-lettered;
+- answer_memory.py — which re-served requests already have their answer on the results topic;
 - translate.py — schema ↔ engine: requests to GenerationRequests, engine events to answer records;
 - answer_writer.py — chunks, the last record and the results copy through the per-destination
   outbox; an offset is finished once its results copy (or dead letter) is acknowledged.
@@ -18,9 +19,11 @@ import logging
 from consumers.config import ServeConfig
 from consumers.inference.admission import Admission, EngineHandle
 from consumers.inference.answer import Answer
+from consumers.inference.answer_memory import AnswerMemory
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.inference.cache_metrics import CacheCollector
 from consumers.inference.intake import Intake
+from consumers.inference.traffic_stats import publishing_traffic
 from consumers.inference.adapters_topic import AdaptersTopicFollower
 from consumers.metrics import HealthServer, Metrics
 from streamer import TopicNames, default_topic_specs
@@ -49,7 +52,8 @@ class InferenceService:
             self.metrics.registry.register(CacheCollector(cache_stats.snapshot))
         service_topics = [spec.name for spec in default_topic_specs(topics)]
         self.reply_policy = ReplyPolicy(config.reply_pattern(topics.prefix), service_topics)
-        self.intake = Intake(transport, topics, config, self.metrics)
+        self.memory = AnswerMemory(transport, topics.results, config)
+        self.intake = Intake(transport, topics, config, self.metrics, self.memory)
         self.admission: Admission | None = None
         self.adapters_topic: AdaptersTopicFollower | None = None
         self.health: HealthServer | None = None
@@ -77,7 +81,7 @@ class InferenceService:
     async def run(self) -> None:
         specs = default_topic_specs(self.topics, request_partitions=self.config.request_partitions)
         await self.transport.ensure_topics(specs)
-        async with self.transport.admin() as admin:
+        async with self.transport.admin() as admin, publishing_traffic(self):
             await self._run(admin)
 
     async def _run(self, admin: Admin) -> None:
@@ -93,6 +97,7 @@ class InferenceService:
         self.admission = admission = Admission(
             engine=self.engine, writer=writer, answers=self.answers, epochs=intake.epochs, finish=intake.finish,
             reply_policy=self.reply_policy, directory=directory, metrics=self.metrics, served_by=config.served_by,
+            memory=self.memory, outbox=outbox,
         )
         control = ControlListener(self.transport, self.topics.control, on_cancel_request=admission.cancel)
         if hasattr(self.engine, "register_adapter"):
@@ -130,6 +135,7 @@ class InferenceService:
             if self.adapters_topic is not None:
                 await self.adapters_topic.stop()
             await intake.consumer.stop()
+            await self.memory.close()
             await outbox.close(timeout_s=CLOSE_TIMEOUT_S)
             await producer.stop()
             self.engine.stop(timeout_s=CLOSE_TIMEOUT_S)

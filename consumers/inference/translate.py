@@ -15,6 +15,7 @@ from consumers.inference.answer import Answer, derived_seed
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.metrics import Metrics
 from gpu_engine import errors as engine
+from gpu_engine.types import ChatMessage as EngineChatMessage
 from gpu_engine.types import FinishReason as EngineFinish
 from gpu_engine.types import GenerationEvent, GenerationRequest
 from gpu_engine.types import SamplingParams as EngineSampling
@@ -34,6 +35,7 @@ _BAD_INPUT: dict[str, ErrorCode] = {
     engine.AdapterPathRefusedError.code: ErrorCode.ADAPTER_PATH_REFUSED,
     engine.AdapterPatternUnsafeError.code: ErrorCode.ADAPTER_PATTERN_UNSAFE,
     engine.PromptTooLongError.code: ErrorCode.PROMPT_TOO_LONG,
+    engine.ChatTemplateMissingError.code: ErrorCode.CHAT_TEMPLATE_MISSING,
     engine.RequestInvalidError.code: ErrorCode.INVALID_REQUEST,
 }
 # engine failures that are not the request's fault: answered, not dead-lettered (adapter_unavailable
@@ -41,7 +43,6 @@ _BAD_INPUT: dict[str, ErrorCode] = {
 _NOT_BAD_INPUT: dict[str, ErrorCode] = {
     engine.AdapterUnavailableError.code: ErrorCode.ADAPTER_UNAVAILABLE,
 }
-
 
 
 def wire_code(engine_code: str | None) -> tuple[ErrorCode, bool]:
@@ -60,9 +61,13 @@ def generation_request(request: InferenceRequest) -> GenerationRequest:
         top_k=params.top_k,
         stop=tuple(params.stop),
         seed=params.seed if params.seed is not None else derived_seed(request.request_id),
+        ignore_eos=params.ignore_eos,
     )
     deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
-    return GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s)
+    messages = None
+    if request.messages:
+        messages = tuple(EngineChatMessage(m.role, m.content) for m in request.messages)
+    return GenerationRequest(request.request_id, request.prompt, request.adapter_id, sampling, deadline_s, messages)
 
 
 def apply_event(answer: Answer, event: GenerationEvent, writer: AnswerWriter, metrics: Metrics) -> None:

@@ -31,6 +31,7 @@ class TrainWorkerConfig:
     job_threads: int | None = None  # torch threads of a job process (None: one per core)
     checkpoint_every_steps: int = 50
     progress_interval_s: float = 2.0
+    log_every_s: float = 30.0  # the worker's own log: one progress line per job at most this often
     stop_grace_s: float = 60.0  # a cancelled/preempted job gets this long before it is killed
     training_partitions: int = 2  # used when the worker creates the topics
     publish_uri: str | None = None  # s3://bucket/prefix: adapters are also uploaded there and announced by that uri
@@ -49,8 +50,8 @@ class TrainWorkerConfig:
             raise ValueError("job_threads must be >= 1")
         if self.checkpoint_every_steps < 1:
             raise ValueError("checkpoint_every_steps must be >= 1")
-        if self.progress_interval_s < 0 or self.stop_grace_s < 0:
-            raise ValueError("progress_interval_s and stop_grace_s must be >= 0")
+        if min(self.progress_interval_s, self.stop_grace_s, self.log_every_s) < 0:
+            raise ValueError("progress_interval_s, log_every_s and stop_grace_s must be >= 0")
         if self.training_partitions < 1:
             raise ValueError("training_partitions must be >= 1")
         if self.publish_uri is not None and not self.publish_uri.startswith("s3://"):

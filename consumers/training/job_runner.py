@@ -9,23 +9,23 @@ The job runs behind a `JobHandle`; the worker's default launcher starts
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
+import msgspec
+
 from consumers.training.adapter_release import AdapterPublishError, install_trained, publish_files
 from consumers.training.config import TrainWorkerConfig
+from consumers.training.job_log import JobLog
 from consumers.training.jobs import PreparedJob, end_run
 from consumers.training.publisher import TrainingPublisher
-from consumers.training.translation import now_ms, relayed_event, training_event
+from consumers.training.translation import bounded, now_ms, relayed_event, training_event
 from gpu_engine.training.adapter_store import AdapterStoreError
 from gpu_engine.training.events import JobEvent, JobEventKind
 from gpu_engine.training.job_process import JobProcess
 from schemas import AdapterEvent, ErrorCode, JobState, TrainingRequest
 from streamer.transport import Record
-
-log = logging.getLogger(__name__)
 
 
 class JobHandle(Protocol):
@@ -70,6 +70,7 @@ class JobRun:
         self.cancel_requested = False
         self.preempt_requested = False
         self.done = asyncio.Event()  # set once the job has ended, whatever its outcome
+        self._log = JobLog(request, prepared, config.base_name, every_s=config.log_every_s)
 
     @property
     def attempt(self) -> int:
@@ -109,23 +110,31 @@ class JobRun:
                 event.kind is JobEventKind.FAILED and self.preempt_requested and not self.cancel_requested
             )
             if event.kind is JobEventKind.PREEMPTED or preempted_then_killed:
-                log.info("job %s preempted at step %s; its request stays uncommitted", self.request.job_id, event.step)
+                self._log.ended("preempted", event, "its request stays uncommitted")
                 return False
             if event.kind is JobEventKind.COMPLETED:
-                await self._complete(event)
+                self._log.ended(await self._complete(event), event)
                 return True
             wire = relayed_event(
                 event, job_id=self.request.job_id, attempt=self.attempt, cancel_requested=self.cancel_requested
             )
             if event.is_terminal:
+                self._log.ended(wire.state.value, event, wire.reason)
                 await self._publisher.settle(wire)
                 if wire.state is JobState.FAILED:
                     await self._publisher.dead_letter(self.record, self.request.job_id, wire.code, wire.reason)
                 return True
+            if event.kind is JobEventKind.STARTED:
+                self._log.started(event)
+                if self.prepared.notice:
+                    wire = msgspec.structs.replace(wire, notice=bounded(self.prepared.notice))
+            elif event.kind is JobEventKind.PROGRESS:
+                self._log.progress(event)
             await self._publisher.report(wire)
         return True
 
-    async def _complete(self, event: JobEvent) -> None:
+    async def _complete(self, event: JobEvent) -> str:
+        """Install, publish and announce the adapter; the job's outcome (completed or failed)."""
         request = self.request
         try:
             adapter = await asyncio.to_thread(install_trained, self._config, request, event.adapter_dir, event.checksum)
@@ -133,14 +142,14 @@ class JobRun:
             await self._publisher.fail(
                 self.record, request.job_id, ErrorCode.INVALID_REQUEST, str(exc), attempt=self.attempt
             )
-            return
+            return "failed"
         try:
             uri = await asyncio.to_thread(publish_files, self._config, request.adapter_id, adapter)
         except AdapterPublishError as exc:  # the adapter is installed locally; the remote copy failed
             await self._publisher.fail(
                 self.record, request.job_id, ErrorCode.ADAPTER_UNAVAILABLE, str(exc), attempt=self.attempt
             )
-            return
+            return "failed"
         await self._publisher.announce(
             AdapterEvent(
                 adapter_id=request.adapter_id,
@@ -148,7 +157,7 @@ class JobRun:
                 uri=uri,
                 checksum=adapter.checksum,
                 base_model=self._config.base_name,
-                rank=request.hyperparameters.r,
+                rank=self.prepared.spec.r,
                 ts_ms=now_ms(),
             )
         )
@@ -164,6 +173,7 @@ class JobRun:
         await self._publisher.settle(completed)
         # the job's saved result now answers a redelivery; its checkpoints are no longer needed
         await asyncio.to_thread(shutil.rmtree, self.prepared.spec.checkpoint_dir, ignore_errors=True)
+        return "completed"
 
     def _signal(self) -> None:
         """Pass a cancel or preemption to the job (once it started); kill it after the grace period."""

@@ -47,6 +47,8 @@ class PreparedJob:
     job_dir: Path
     spec: TrainJobSpec
     attempt: int
+    num_rows: int = 0  # rows of its dataset
+    notice: str | None = None  # the settings chosen for what the request left unset, in words
 
 
 BuiltinTasks = Callable[[str, Path], Path]
@@ -72,14 +74,14 @@ def prepare_job(
     job_dir.mkdir(parents=True, exist_ok=True)
     previous_runs = begin_run(job_dir, config.max_unfinished_runs)
     try:
-        spec = _write_job(config, request, job_dir, builtin_tasks)
+        spec, num_rows, notice = _write_job(config, request, job_dir, builtin_tasks)
     except Exception:
         if created:  # nothing of this job is worth keeping
             shutil.rmtree(job_dir, ignore_errors=True)
         else:
             end_run(job_dir)
         raise
-    return PreparedJob(job_dir, spec, request.attempt + previous_runs)
+    return PreparedJob(job_dir, spec, request.attempt + previous_runs, num_rows, notice)
 
 
 def begin_run(job_dir: Path, max_unfinished_runs: int) -> int:
@@ -113,7 +115,8 @@ def _read_count(path: Path) -> int:
 
 def _write_job(
     config: TrainWorkerConfig, request: TrainingRequest, job_dir: Path, builtin_tasks: BuiltinTasks | None
-) -> TrainJobSpec:
+) -> tuple[TrainJobSpec, int, str | None]:
+    """The job's spec (written to spec.json), its dataset's row count and the settings notice."""
     try:
         mine = installed(config.adapter_root, request.adapter_id)
         taken = is_taken(config.adapter_root, request.adapter_id)
@@ -122,7 +125,7 @@ def _write_job(
     if taken and not request.overwrite and (mine is None or mine.job_id != request.job_id):
         raise JobRefused(f"adapter {request.adapter_id!r} already exists; set overwrite to replace it")
     try:
-        spec = job_spec(
+        spec, chosen = job_spec(
             config,
             request,
             output_dir=job_dir / "adapter",
@@ -131,13 +134,16 @@ def _write_job(
         )
     except ValueError as exc:
         raise JobRefused(f"invalid hyperparameters: {exc}") from exc
-    (job_dir / DATASET_FILE).write_bytes(_dataset(config, request.dataset, builtin_tasks))
+    data, num_rows = _dataset(config, request.dataset, builtin_tasks)
+    (job_dir / DATASET_FILE).write_bytes(data)
     spec.save(job_dir / "spec.json")
-    return spec
+    return spec, num_rows, chosen.notice
 
 
-def _dataset(config: TrainWorkerConfig, dataset: DatasetRef, builtin_tasks: BuiltinTasks | None) -> bytes:
-    """The dataset's bytes, read within the worker's roots and caps, every row checked."""
+def _dataset(
+    config: TrainWorkerConfig, dataset: DatasetRef, builtin_tasks: BuiltinTasks | None
+) -> tuple[bytes, int]:
+    """The dataset's bytes, read within the worker's roots and caps, every row checked; its row count."""
     try:
         if dataset.uri is not None:
             name = PurePosixPath(dataset.uri).name
@@ -152,12 +158,12 @@ def _dataset(config: TrainWorkerConfig, dataset: DatasetRef, builtin_tasks: Buil
             data = read_regular_file(_builtin_dataset(config, dataset.task, builtin_tasks), config.max_dataset_bytes)
         else:
             raise JobRefused("dataset needs a uri or a built-in task name")
-        parse_rows(
+        rows = parse_rows(
             data, dataset.prompt_field, dataset.completion_field, max_rows=config.max_dataset_rows, name=name
         )
     except TrainingError as exc:
         raise JobRefused(f"{exc.code.value}: {exc}", training_wire_code(exc.code.value)) from exc
-    return data
+    return data, len(rows)
 
 
 def _builtin_dataset(config: TrainWorkerConfig, task: str, builtin_tasks: BuiltinTasks | None) -> Path:

@@ -2,7 +2,8 @@
 
 Engine → wire: a job's `JobEvent` becomes a `TrainingEvent` (`training_event`, `relayed_event`)
 and a `TrainErrorCode` becomes an `ErrorCode` (`training_wire_code`). Wire → engine: a
-`TrainingRequest`'s hyperparameters become a `TrainJobSpec` (`job_spec`). The engine keeps its
+`TrainingRequest`'s hyperparameters become a `TrainJobSpec` (`job_spec`), the ones it leaves
+unset chosen from the base's size (`gpu_engine.training.defaults`). The engine keeps its
 own dataclasses and never imports schemas; nothing else in the worker copies fields between them.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from consumers.training.config import TrainWorkerConfig
+from gpu_engine.training.defaults import ChosenSettings, choose_settings, read_base_shape
 from gpu_engine.training.errors import TrainErrorCode
 from gpu_engine.training.events import JobEvent, JobEventKind
 from gpu_engine.training.spec import TrainJobSpec
@@ -115,10 +117,13 @@ def relayed_event(job_event: JobEvent, *, job_id: str, attempt: int, cancel_requ
 
 def job_spec(
     config: TrainWorkerConfig, request: TrainingRequest, *, output_dir: Path, dataset_path: Path, checkpoint_dir: Path
-) -> TrainJobSpec:
-    """The engine's spec of a request's job; raises ValueError for hyperparameters it refuses."""
+) -> tuple[TrainJobSpec, ChosenSettings]:
+    """The engine's spec of a request's job, and the settings chosen for what the request left unset
+    (their `notice` says which, in words); raises ValueError for hyperparameters it refuses."""
     hyperparameters = msgspec.structs.asdict(request.hyperparameters)  # same names as TrainJobSpec's fields
-    return TrainJobSpec(
+    chosen = choose_settings(read_base_shape(config.base_model_path), hyperparameters)
+    hyperparameters.update(chosen.values)
+    spec = TrainJobSpec(
         base_model_path=config.base_model_path,
         output_dir=str(output_dir),
         dataset_path=str(dataset_path),
@@ -132,6 +137,7 @@ def job_spec(
         max_dataset_rows=config.max_dataset_rows,
         **hyperparameters,
     )
+    return spec, chosen
 
 
 def bounded(reason: str) -> str:

@@ -21,7 +21,7 @@ class TrainErrorCode(str, enum.Enum):
     DATASET_TOO_LARGE = "dataset_too_large"  # more bytes or rows than the configured cap
     DATASET_UNAVAILABLE = "dataset_unavailable"  # the object store could not be reached
     BASE_NOT_FOUND = "base_not_found"
-    BASE_UNSUPPORTED = "base_unsupported"  # not a Llama-family causal LM, or targets missing
+    BASE_UNSUPPORTED = "base_unsupported"  # a model_type not served, or final-logit soft-capping
     QUANTIZATION_UNAVAILABLE = "quantization_unavailable"  # nf4 asked for, bitsandbytes can't
     DIVERGED = "diverged"  # the loss became NaN or infinite
     CANCELLED = "cancelled"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from gpu_engine.families.registry import FAMILIES, family_for
+from gpu_engine.training.defaults import resolve_targets
 from gpu_engine.training.errors import (
     BaseNotFoundError,
     BaseUnsupportedError,
@@ -19,8 +21,9 @@ from gpu_engine.training.spec import TrainJobSpec
 
 log = logging.getLogger(__name__)
 
-# causal LMs whose logits are exactly lm_head(decoder(x)): the loss skips prompt positions
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+# every served family: the loss computes lm_head(decoder(x)) on target positions only, so a base
+# that soft-caps its final logits (Gemma 2/3 checkpoints that set final_logit_softcapping) is refused
+SUPPORTED_MODEL_TYPES = tuple(FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,15 @@ def load_model(spec: TrainJobSpec) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise BaseNotFoundError(f"no Hugging Face model at {path} (config.json missing)")
     config = AutoConfig.from_pretrained(str(path))
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
+    family = family_for(config.model_type)
+    if family is None:
         raise BaseUnsupportedError(f"model_type {config.model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        raise BaseUnsupportedError(f"a {config.model_type} base with final_logit_softcapping is not trained")
+    try:
+        targets = resolve_targets(family, spec.target_modules)
+    except ValueError as exc:
+        raise InvalidSpecError(str(exc)) from exc
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions is not None and spec.max_seq_len > max_positions:
         raise InvalidSpecError(f"max_seq_len {spec.max_seq_len} exceeds the base's {max_positions} positions")
@@ -90,7 +100,7 @@ def load_model(spec: TrainJobSpec) -> LoadedModel:
     base = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     if quantization == "none":
         base.to(device)
-    _check_targets(base, spec.target_modules)
+    _check_targets(base, targets)
     if quantization == "nf4":
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     base.config.use_cache = False
@@ -98,7 +108,7 @@ def load_model(spec: TrainJobSpec) -> LoadedModel:
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=list(spec.target_modules),
+        target_modules=list(targets),
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpu_engine.families.registry import FAMILIES
 from gpu_engine.training.dataset import MAX_DATASET_ROWS
 from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
+from gpu_engine.training.defaults import DEFAULT_EPOCHS, DEFAULT_MAX_SEQ_LEN, LORA_LAND
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# every projection some served family has; which of them a base has is checked against its family
+# when the job loads it (`defaults.resolve_targets`)
+LORA_TARGETS = tuple(dict.fromkeys(name for family in FAMILIES.values() for name in family.projections))
 LR_SCHEDULERS = ("cosine", "linear", "constant")
 QUANTIZE_MODES = ("auto", "nf4", "none")
 # fields that change what a step computes: a checkpoint is only resumed under the same values
@@ -30,11 +34,13 @@ _RUNTIME_ONLY = (
 
 @dataclass(frozen=True)
 class TrainJobSpec:
-    """One LoRA fine-tune; defaults are LoRA Land's (r 8, alpha 16, q/v, lr 2e-4, cosine, 3%).
+    """One LoRA fine-tune; defaults are LoRA Land's (r 8, alpha 16, q/v, lr 2e-4, cosine, 3%). The
+    training worker fills them by the base's size instead (`defaults.choose_settings`).
 
     Grad accumulation is `effective_batch_size // micro_batch_size` micro-batches per optimizer
-    step. `max_steps`, when set, wins over `epochs`. `checkpoint_dir` None: no checkpoints, no
-    resume. `eval_fraction` of the rows (at most `max_eval_rows`) are held out for eval loss.
+    step. `max_steps`, when set, wins over `epochs`; `epochs` runs at least `min_steps` steps.
+    `checkpoint_dir` None: no checkpoints, no resume. `eval_fraction` of the rows (at most
+    `max_eval_rows`) are held out for eval loss.
     """
 
     base_model_path: str
@@ -42,11 +48,11 @@ class TrainJobSpec:
     dataset_path: str
     prompt_field: str = "prompt"
     completion_field: str = "completion"
-    r: int = 8
-    alpha: float = 16.0
+    r: int = LORA_LAND.r
+    alpha: float = LORA_LAND.alpha
     dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 2e-4
+    target_modules: tuple[str, ...] = LORA_LAND.target_modules
+    learning_rate: float = LORA_LAND.learning_rate
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -54,8 +60,9 @@ class TrainJobSpec:
     effective_batch_size: int = 16
     micro_batch_size: int = 4
     max_steps: int | None = None
-    epochs: float | None = 1.0
-    max_seq_len: int = 512
+    epochs: float | None = DEFAULT_EPOCHS
+    min_steps: int = 1
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     seed: int = 0
     quantize: str = "auto"  # auto: nf4 on CUDA, the plain base elsewhere
     device: str = "auto"  # auto: cuda when available, else cpu
@@ -106,6 +113,8 @@ class TrainJobSpec:
             raise ValueError("max_steps must be >= 1")
         if self.epochs is not None:
             _positive("epochs", self.epochs)
+        if self.min_steps < 1:
+            raise ValueError("min_steps must be >= 1")
         if self.max_seq_len < 8:
             raise ValueError("max_seq_len must be >= 8")
         if self.quantize not in QUANTIZE_MODES:
@@ -131,7 +140,7 @@ class TrainJobSpec:
         """Optimizer steps of the whole job for a training split of `num_train_rows`."""
         if self.max_steps is not None:
             return self.max_steps
-        return max(1, math.ceil(self.epochs * num_train_rows / self.effective_batch_size))
+        return max(self.min_steps, math.ceil(self.epochs * num_train_rows / self.effective_batch_size))
 
     def fingerprint(self) -> str:
         """Hash of the fields that shape the computation: resume only under an equal one."""

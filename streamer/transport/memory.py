@@ -166,6 +166,14 @@ class MemoryReader:
         for tp in self._positions.next:
             self._positions.next[tp] = self._logs.end_offset(tp)
 
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self._positions.next:
+            raise IllegalStateError(f"{tp} is not read by this reader")
+        self._positions.next[tp] = offset
+
+    async def offsets_for_times(self, timestamp_ms: int) -> dict[TopicPartition, int | None]:
+        return {tp: self._logs.offset_for_time(tp, timestamp_ms) for tp in self._positions.next}
+
 
 class MemoryAdmin:
     def __init__(self, transport: MemoryTransport) -> None:

@@ -154,3 +154,6 @@ class MemoryGroupConsumer:
 
     async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         return {tp: 0 for tp in tps}
+
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._logs.end_offset(tp) for tp in tps}

@@ -9,6 +9,7 @@ resume or seek fires: readers never sleep in a loop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 
 from aiokafka.errors import UnknownTopicOrPartitionError
@@ -90,6 +91,12 @@ class TopicLogs:
 
     def read(self, tp: TopicPartition, offset: int, max_records: int) -> list[Record]:
         return self._log(tp)[offset : offset + max_records]
+
+    def offset_for_time(self, tp: TopicPartition, timestamp_ms: int) -> int | None:
+        """The first offset whose timestamp is >= `timestamp_ms` (appends are in time order)."""
+        log = self._log(tp)
+        offset = bisect.bisect_left(log, timestamp_ms, key=lambda record: record.timestamp_ms)
+        return offset if offset < len(log) else None
 
     def _log(self, tp: TopicPartition) -> list[Record]:
         partitions = self._topics.get(tp.topic)

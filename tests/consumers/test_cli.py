@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -25,7 +26,9 @@ def test_help(command, capsys):
 
 
 def test_bench_names_cover_each_benchmark():
-    assert set(BENCHMARKS) == {"engine", "cache", "kafka", "train", "gpu", "all"}
+    assert set(BENCHMARKS) == {"engine", "cache", "kafka", "train", "gpu", "gateway", "fleet", "all"}
+    for module in BENCHMARKS.values():  # each names a benchmark module with a command line
+        assert callable(importlib.import_module(module).main), module
 
 
 def test_cli_import_leaves_torch_out():

@@ -19,8 +19,8 @@ from land.evaluate import (
     score_answers,
 )
 from land.land_doc import write_land_doc
-from land.report import leaderboard, save_chart, write_json
-from land.results import EvalResult
+from land.report import eval_title, leaderboard, misses_table, save_chart, write_json
+from land.results import MAX_EXAMPLES, MAX_MISSES, EvalResult
 from land.spec import Metric, Task, TaskRow, TaskSpec
 from land.training_run import balanced_job_ids
 from schemas import ErrorCode
@@ -122,6 +122,38 @@ def test_json_round_trip_chart_and_leaderboard(tmp_path):
     console.print(leaderboard(result))
     text = console.export_text()
     assert "labels" in text and "+100.0" in text and "mean" in text
+
+
+def test_misses_and_examples_are_kept_per_task_bounded_and_shown(tmp_path):
+    """Issue 17: the report shows a sample of wrong answers (prompt, expected, got) per task, in the
+    console and in the JSON, and is titled by what was evaluated."""
+    rows = tuple(TaskRow(f"### Text: {i}\n### Label:", " yes" if i % 2 else " no") for i in range(12))
+    task = Task(LABELS, (), rows)
+
+    def answer(item) -> Answer:  # the adapter answers "yes" to everything: every even row is a miss
+        return Answer(item, " yes" if item.target == ADAPTER else " maybe")
+
+    answers = [answer(item) for item in plan_requests([task], {"labels": "acme/labels"}, EvalConfig())]
+    scored = score_answers([task], answers, {"labels": "acme/labels"})[0]
+    assert scored.adapter == 50.0
+    assert [m.prompt for m in scored.misses] == [rows[i].prompt for i in (0, 2, 4, 6, 8)][:MAX_MISSES]
+    assert all((m.gold, m.adapter, m.base, m.score) == (" no", " yes", " maybe", 0.0) for m in scored.misses)
+    assert [e.prompt for e in scored.examples] == [r.prompt for r in rows[:MAX_EXAMPLES]]
+    result = EvalResult((scored,), num_requests=len(answers), wall_s=1.0, title=eval_title(["labels"]))
+    body = json.loads(write_json(tmp_path / "eval.json", result).read_text())
+    assert body["title"] == "Base vs fine-tuned: labels"
+    assert len(body["tasks"]["labels"]["misses"]) == MAX_MISSES and len(body["tasks"]["labels"]["examples"]) == 3
+    assert body["tasks"]["labels"]["misses"][0] == {
+        "prompt": "### Text: 0\n### Label:", "gold": " no", "base": " maybe", "adapter": " yes", "score": 0.0
+    }
+    assert EvalResult.from_json(body) == result
+    console = Console(record=True, width=120)
+    console.print(leaderboard(result))
+    console.print(misses_table(result))
+    text = console.export_text()
+    assert "Base vs fine-tuned: labels" in text and "LoRA Land" not in text
+    assert "Sample misses" in text and "### Text: 0 ### Label:" in text and text.count(" no ") >= MAX_MISSES
+    assert misses_table(make_result()) is None  # an adapter that is always right has nothing to show
 
 
 def test_land_doc_takes_every_figure_from_the_json(tmp_path):

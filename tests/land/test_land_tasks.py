@@ -179,3 +179,52 @@ def test_a_broken_task_file_is_refused(tmp_path):
     (tmp_path / "t.json").write_text('{"name": "t", "metric": "nonsense", "template": null, "test": "x.jsonl"}')
     with pytest.raises(TaskDataInvalid):
         load_task(tmp_path / "t.json")
+
+
+_PROMPT_ROWS = [{"prompt": "Review: a lovely evening\nSentiment:", "completion": " positive"},
+                {"prompt": "Review: rude staff\nSentiment:", "completion": " negative"}]  # fmt: skip
+_MINIMAL_TASK = {"name": "reviews", "metric": "accuracy", "labels": ["positive", "negative"], "test": "test.jsonl"}
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("template", None),  # issue 17: a task file without "template" crashed
+        ("train", "train.jsonl"),
+        ("max_new_tokens", 4),
+        ("description", "my reviews"),
+        ("modelled_on", "sst2"),
+    ],
+)
+def test_every_optional_task_file_field_may_be_left_out(tmp_path, field, value):
+    """The minimal file (name, metric, labels, test) loads; each optional field, given, is honoured."""
+    for name in ("test.jsonl", "train.jsonl"):
+        (tmp_path / name).write_text("".join(json.dumps(row) + "\n" for row in _PROMPT_ROWS))
+    (tmp_path / "minimal.json").write_text(json.dumps(_MINIMAL_TASK))
+    minimal = load_task(tmp_path / "minimal.json")
+    assert minimal.spec.template is None and minimal.train == () and minimal.spec.max_new_tokens == 16
+    assert [r.prompt for r in minimal.test] == [row["prompt"] for row in _PROMPT_ROWS]
+    (tmp_path / "given.json").write_text(json.dumps({**_MINIMAL_TASK, field: value}))
+    given = load_task(tmp_path / "given.json")
+    if field == "train":
+        assert [r.completion for r in given.train] == [" positive", " negative"]
+    else:
+        assert getattr(given.spec, field) == value
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ({k: v for k, v in _MINIMAL_TASK.items() if k != "name"}, "missing fields \\['name'\\]"),
+        ({k: v for k, v in _MINIMAL_TASK.items() if k != "metric"}, "missing fields \\['metric'\\]"),
+        ({k: v for k, v in _MINIMAL_TASK.items() if k != "test"}, "missing fields \\['test'\\]"),
+        ({k: v for k, v in _MINIMAL_TASK.items() if k != "labels"}, "at least two distinct labels"),
+        ({**_MINIMAL_TASK, "metric": "closeness"}, "value_range"),
+        ({**_MINIMAL_TASK, "templat": "x"}, "unknown fields \\['templat'\\]"),
+    ],
+)
+def test_required_task_file_fields_are_named_when_missing(tmp_path, body, why):
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in _PROMPT_ROWS))
+    (tmp_path / "t.json").write_text(json.dumps(body))
+    with pytest.raises(TaskDataInvalid, match=why):
+        load_task(tmp_path / "t.json")

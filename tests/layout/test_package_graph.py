@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME = {"lorastream", "schemas", "streamer", "consumers", "gpu_engine", "cli", "land"}
+RUNTIME = {"lorastream", "schemas", "streamer", "consumers", "gpu_engine", "cli", "land", "gateway"}
 DEVELOPMENT = {"bench", "devbrokers"}
 # (module file, package it imports) that may import a development package, from inside a function
 LAZY_DEVELOPMENT_IMPORTS = {("cli/commands.py", "bench")}

@@ -16,7 +16,7 @@ from setuptools.dist import Distribution
 from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME = {"lorastream", "schemas", "streamer", "consumers", "gpu_engine", "cli", "land"}
+RUNTIME = {"lorastream", "schemas", "streamer", "consumers", "gpu_engine", "cli", "land", "gateway"}
 DEVELOPMENT = {"bench", "devbrokers", "tests"}
 
 

@@ -35,7 +35,7 @@ BODIES: dict[type, dict[str, Any]] = {
     schemas.InferenceRequest: {
         "kind": "request", "request_id": "r-1", "prompt": "hello", "adapter_id": "acme/sentiment",
         "params": {"max_new_tokens": 3, "temperature": 0.5, "top_p": 0.9, "top_k": 5, "stop": ["\n"],
-                   "seed": 7},
+                   "seed": 7, "ignore_eos": False},
         "reply_to": {"topic": "lorastream.replies.c1", "partition": 0},
         "deadline_ms": 2_000_000_000_000, "priority": 1, "attempt": 0, "created_ms": 1_700_000_000_000,
         "stream": True, "batch_chunks": False, "reply_token": TOKEN, "schema_version": 1,
@@ -67,20 +67,27 @@ BODIES: dict[type, dict[str, Any]] = {
         "text": "hi", "adapter_id": "acme/sentiment",
         "usage": {"prompt_tokens": 3, "completion_tokens": 2},
         "timings": {"queue_ms": 1.0, "ttft_ms": 2.0, "total_ms": 3.0},
-        "served_by": "node-a", "reply_token": TOKEN, "schema_version": 1,
+        "served_by": "node-a", "reply_token": TOKEN, "request_sha256": "0" * 64, "schema_version": 1,
     },
     schemas.Error: {
         "kind": "error", "request_id": "r-1", "attempt": 0, "seq": 0, "code": "internal",
-        "message": "boom", "served_by": "node-a", "reply_token": TOKEN, "schema_version": 1,
+        "message": "boom", "served_by": "node-a", "reply_token": TOKEN, "request_sha256": "", "schema_version": 1,
     },
     schemas.TrainingEvent: {
         "kind": "training_event", "job_id": "j-1", "state": "completed", "ts_ms": 1_700_000_000_000,
         "attempt": 0, "step": 5, "total_steps": 10, "loss": 0.5, "eval_loss": 0.6,
         "learning_rate": 1e-4, "tokens_per_s": 100.0, "eta_s": 1.0, "quantization": "none",
         "adapter_id": "acme/new", "adapter_uri": "file:///adapters/acme/new", "checksum": CHECKSUM,
-        "metrics": {"steps": 10.0}, "code": "internal", "reason": "why", "schema_version": 1,
+        "metrics": {"steps": 10.0}, "code": "internal", "reason": "why", "notice": "chosen", "schema_version": 1,
     },
 }  # fmt: skip
+
+# a request has a prompt or chat messages, never both: the cases of `messages` start from this body
+CHAT_REQUEST = {
+    **{key: value for key, value in BODIES[schemas.InferenceRequest].items() if key != "prompt"},
+    "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}],
+}
+_BASE_BODIES: dict[tuple[type, str], dict[str, Any]] = {(schemas.InferenceRequest, "messages"): CHAT_REQUEST}
 
 DECODERS: dict[type, Callable[[bytes], object]] = {
     schemas.InferenceRequest: schemas.decode_request,
@@ -110,6 +117,7 @@ class Case:
     label: str
     value: Any
     code: ErrorCode = ErrorCode.INVALID_REQUEST
+    base: dict[str, Any] | None = None  # the valid body it changes (default BODIES[kind])
 
     @property
     def id(self) -> str:
@@ -117,7 +125,7 @@ class Case:
 
     def body(self, **overrides: Any) -> dict[str, Any]:
         """The body with top-level `overrides` applied first (request_id, reply_to, …)."""
-        body = copy.deepcopy({**BODIES[self.kind], **overrides})
+        body = copy.deepcopy({**(self.base or BODIES[self.kind]), **overrides})
         _set(body, self.path, self.value)
         return body
 
@@ -133,8 +141,9 @@ def cases_for(kind: type) -> list[Case]:
     body = BODIES[kind]
     cases = [Case(kind, ("kind",), "wrong-tag", "x" * _LONG_CHARS), Case(kind, ("kind",), "int-tag", 7)]
     for path, info in walk(kind):
-        sample = _get(body, path)
-        cases += [Case(kind, path, label, value, code) for label, value, code in _extremes(info, sample)]
+        base = _BASE_BODIES.get((kind, str(path[0])))
+        sample = _get(base or body, path)
+        cases += [Case(kind, path, label, value, code, base) for label, value, code in _extremes(info, sample)]
     return cases
 
 

@@ -114,10 +114,10 @@ def test_fuzzed_bytes_never_escape_as_other_exceptions():
             assert isinstance(event, schemas.InferenceRequest)
 
 
-def test_training_hyperparameter_defaults_match_lora_land():
+def test_training_hyperparameters_leave_size_dependent_settings_to_the_worker():
     hp = schemas.Hyperparameters()
-    assert (hp.r, hp.alpha, hp.dropout, hp.learning_rate) == (8, 16.0, 0.05, 2e-4)
-    assert hp.target_modules == ["q_proj", "v_proj"]
+    assert (hp.r, hp.alpha, hp.target_modules, hp.learning_rate, hp.epochs, hp.max_seq_len) == (None,) * 6
+    assert hp.dropout == 0.05
     assert (hp.lr_scheduler, hp.warmup_ratio, hp.effective_batch_size) == ("cosine", 0.03, 16)
     bad = msgspec.json.encode(
         {"kind": "train", "job_id": "j", "adapter_id": "a", "dataset": {}, "hyperparameters": {"r": 0}}

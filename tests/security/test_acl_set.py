@@ -59,6 +59,7 @@ TOPIC_ROWS = [
     (SERVICE, "requests", R, True),
     (SERVICE, "requests", W, False),
     (SERVICE, "results", W, True),
+    (SERVICE, "results", R, True),  # read back for re-served requests (docs/delivery.md)
     (SERVICE, "requests_dlq", W, True),
     (SERVICE, "adapters", R, True),
     (SERVICE, "adapters", W, False),
@@ -84,7 +85,9 @@ TOPIC_ROWS = [
     ("a", "replies:a", R, True),
     ("a", "replies:a", C, True),
     ("a", "replies:a", DEL, True),
-    ("a", "replies:a", W, False),
+    ("a", "replies:a", W, True),  # its own heartbeat
+    ("a", "replies:a-b", W, False),
+    ("a-b", "replies:a", W, False),
     ("a", "replies:a-b", R, False),
     ("a", "replies:a-b", C, False),
     ("a-b", "replies:a", R, False),

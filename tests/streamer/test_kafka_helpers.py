@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAuthorizationFailedError
 
 from streamer import KafkaConfig, RetryPolicy, is_transient, make_consumer, retry_transient
 
@@ -34,6 +34,7 @@ async def test_consumer_defaults_are_low_latency_and_never_auto_commit() -> None
 def test_transient_errors() -> None:
     assert is_transient(KafkaConnectionError())
     assert is_transient(ConnectionRefusedError())
+    assert is_transient(KafkaTimeoutError())
     assert not is_transient(TopicAuthorizationFailedError())
     assert not is_transient(ValueError())
 

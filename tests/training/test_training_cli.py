@@ -71,3 +71,72 @@ def test_dataset_roots_come_from_flags_or_the_environment(flags, env, expected) 
 
     args = parser().parse_args(["train-worker", "--model", "m", "--adapters", "a", *flags])
     assert dataset_roots(args.dataset_roots, env) == tuple(r.format(cwd=os.getcwd()) for r in expected)
+
+
+class _ScriptedEvents:
+    """A TrainingJob's face to `follow_job`: a job id, its events, the last one."""
+
+    def __init__(self, events) -> None:
+        self.job_id, self._events, self.last_event = "job-1234abcd", events, None
+
+    async def events(self, *, idle_timeout_s=None):
+        for event in self._events:
+            self.last_event = event
+            yield event
+
+
+def _long_job_events():
+    from schemas import JobState, TrainingEvent
+
+    def event(state, **fields):
+        return TrainingEvent(job_id="job-1234abcd", state=state, ts_ms=1, **fields)
+
+    notice = "chosen for a 1.0M-parameter base: r 16, alpha 32, lr 0.005, all-linear"
+    return [
+        event(JobState.QUEUED),
+        event(JobState.STARTED, step=0, total_steps=3000, quantization="none", notice=notice),
+        event(JobState.PROGRESS, step=25, total_steps=3000, loss=2.25, learning_rate=1e-4, eta_s=750.0, tokens_per_s=900.0),
+        event(JobState.PROGRESS, step=2500, total_steps=3000, loss=0.5, learning_rate=5e-5, eta_s=125.0),
+        event(JobState.COMPLETED, step=3000, total_steps=3000, loss=0.25, adapter_id="acme/sql", adapter_uri="file:///a"),
+    ]
+
+
+async def test_piped_progress_is_a_line_per_event_with_the_whole_total_and_an_eta() -> None:
+    """Issue 17: piped, the bar showed only its final state, cut (`25/30…`), as `training (none)`."""
+    import io
+
+    from rich.console import Console
+
+    from cli.train_commands import follow_job
+
+    out = io.StringIO()
+    code = await follow_job(
+        _ScriptedEvents(_long_job_events()), out=Console(file=out, width=60), label="acme/sql (job job-1234)"
+    )
+    lines = out.getvalue().splitlines()
+    assert code == 0
+    assert lines[0] == "acme/sql (job job-1234) queued"
+    assert lines[1].startswith("chosen for a 1.0M-parameter base")
+    assert lines[2] == "acme/sql (job job-1234) started 0/3000"
+    assert lines[3] == "acme/sql (job job-1234) progress 25/3000 eta 12m30s loss 2.2500  lr 1.00e-04  900 tok/s"
+    assert lines[4] == "acme/sql (job job-1234) progress 2500/3000 eta 2m05s loss 0.5000  lr 5.00e-05"
+    assert lines[5].startswith("completed acme/sql")
+
+
+async def test_the_terminal_bar_is_labelled_with_the_adapter_and_never_cuts_the_total() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cli.train_commands import JobProgress
+
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=True, color_system=None)
+    view = JobProgress(console, "acme/sql (job job-1234)")
+    with view:
+        for event in _long_job_events()[:4]:
+            view.show(event)
+        view.bar.refresh()
+    rendered = out.getvalue()
+    assert "acme/sql (job job-1234)" in rendered and "training (none)" not in rendered
+    assert "2500/3000" in rendered and "eta 2m05s" in rendered
