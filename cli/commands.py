@@ -264,6 +264,19 @@ def print_final(final: Final) -> None:
     )
 
 
+def tail_matches(reply: Final | Error, adapter_id: str | None, version: int | None) -> bool:
+    """Whether `tail --adapter/--version` prints a results record: a Final whose lineage names that
+    adapter (and version); with neither filter, every record."""
+    if adapter_id is None and version is None:
+        return True
+    lineage = reply.lineage if isinstance(reply, Final) else None
+    if lineage is None:
+        return False
+    return (adapter_id is None or lineage.adapter_id == adapter_id) and (
+        version is None or lineage.adapter_version == version
+    )
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
     from streamer import make_consumer
 
@@ -278,9 +291,12 @@ def cmd_tail(args: argparse.Namespace) -> int:
         try:
             async for record in consumer:
                 reply = decode_reply(record.value or b"")
+                if not tail_matches(reply, args.adapter, args.version):
+                    continue
                 if isinstance(reply, Final):
+                    version = "" if reply.lineage is None else f" version={reply.lineage.adapter_version}"
                     console.print(
-                        f"[green]{reply.request_id}[/] adapter={reply.adapter_id} "
+                        f"[green]{reply.request_id}[/] adapter={reply.adapter_id}{version} "
                         f"{reply.finish_reason.value}: {reply.text!r}",
                         markup=True,
                     )

@@ -183,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail = sub.add_parser("tail", help="follow the results topic", description="Print every Final/Error record on the results topic.")
     tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--max-records", type=int, default=None, help="exit after this many records")
+    tail.add_argument("--max-records", type=int, default=None, help="exit after this many records printed")
+    tail.add_argument("--adapter", default=None, metavar="ID", help="only Finals whose lineage names this adapter")
+    tail.add_argument(
+        "--version", type=int, default=None, metavar="N", help="only Finals served by this adapter version"
+    )
     kafka_options(tail)
 
     demo = sub.add_parser(

@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from gpu_engine.adapter_cache import AdapterCache
 from gpu_engine.adapter_ref import AdapterRef
+from gpu_engine.base_hash import base_sha256
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
 from gpu_engine.detokenizer import IncrementalDetokenizer
@@ -35,7 +37,7 @@ from gpu_engine.segments import BankSlot
 from gpu_engine.seq_state import SeqState
 from gpu_engine.step_runner import run_step
 from gpu_engine.store import open_store
-from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest
+from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest, Provenance
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,10 @@ class Engine:
 
         self.config = config
         self.model = load_base_model(config)
+        self.base_name = config.base_name or Path(config.model_path).name
+        started = time.monotonic()
+        self.base_sha256 = base_sha256(config.model_path)  # once: it names the base in every answer's lineage
+        logger.info("base %s weights sha256 %s (%.1f s)", self.base_name, self.base_sha256 or "-", time.monotonic() - started)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
         self.spec = self.model.spec
         self.max_model_len = self.model.max_model_len
@@ -304,7 +310,14 @@ class Engine:
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_new_tokens,
             adapter_tier=seq.adapter_tier,
+            provenance=self._provenance(seq),
         )
+
+    def _provenance(self, seq: SeqState) -> Provenance:
+        ref = seq.adapter_ref
+        if ref is None:
+            return Provenance(self.base_name, self.base_sha256)
+        return Provenance(self.base_name, self.base_sha256, ref.adapter_id, ref.version, ref.checksum)
 
     def _error(
         self, request: GenerationRequest, code: str, message: str, active: _Active | None = None

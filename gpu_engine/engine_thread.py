@@ -42,6 +42,15 @@ class EngineThread:
     def cache_stats(self) -> CacheStats:
         return self.engine.cache_stats
 
+    @property
+    def base_name(self) -> str | None:
+        return self.engine.base_name
+
+    @property
+    def base_sha256(self) -> str:
+        """sha256 of the base's weight files, computed once when the engine loaded it."""
+        return self.engine.base_sha256
+
     def register_adapter(self, ref: AdapterRef) -> None:
         """A new adapter version (any thread); see Engine.register_adapter."""
         self.engine.register_adapter(ref)

@@ -68,6 +68,18 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What served a request: the base (its name and the sha256 of its weight files, "" when unknown)
+    and the adapter version resolved when the request arrived (None for the base model)."""
+
+    base_name: str | None
+    base_sha256: str
+    adapter_id: str | None = None
+    adapter_version: int | None = None
+    adapter_checksum: str = ""  # as the version was announced ("" when none was given)
+
+
+@dataclass(frozen=True)
 class GenerationEvent:
     """Progress of one request. The last event of a request has `finish_reason` set.
 
@@ -84,6 +96,7 @@ class GenerationEvent:
     error_code: str | None = None  # the code of the EngineError that ended it (gpu_engine/errors.py)
     error_message: str = ""
     adapter_tier: str | None = None  # final event: where the adapter was on arrival (device, host, store)
+    provenance: Provenance | None = None  # final event of an accepted request: what served it
 
     @property
     def is_final(self) -> bool:

@@ -38,7 +38,11 @@ from schemas.limits import (
     StopString,
     TokenId,
     TopicName,
+    BaseModelName,
+    MAX_NAME_CHARS,
 )
+
+EngineVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -138,6 +142,26 @@ class Timings(msgspec.Struct, frozen=True):
     total_ms: DurationMs = 0.0
 
 
+class Lineage(msgspec.Struct, frozen=True, kw_only=True):
+    """What produced an answer: the base, the adapter version, the decoding and the server.
+
+    The base is named and identified by the sha256 of its weight files (computed once at start);
+    `seed` is the seed actually used (the request's, or the one derived from its request_id) and
+    `params` the SamplingParams as served, with that seed. Fields the server could not tell are
+    null or "" (an engine that reports no base, a request for the base model has no adapter).
+    """
+
+    base_name: BaseModelName | None = None
+    base_sha256: Checksum = ""
+    adapter_id: AdapterId | None = None
+    adapter_version: Count | None = None
+    adapter_checksum: Checksum = ""
+    seed: Seed
+    params: SamplingParams
+    engine_version: EngineVersion  # lorastream.__version__ of the serving process
+    served_by: ServedBy | None = None
+
+
 class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
     """The last record of a successful answer, with the whole text."""
 
@@ -154,6 +178,7 @@ class Final(msgspec.Struct, frozen=True, tag="final", tag_field="kind"):
     # on the results copy: sha256 of the request record answered, so that only the same record,
     # re-served after a crash, is answered from the copy (never a request that reuses its id)
     request_sha256: Checksum = ""
+    lineage: Lineage | None = None  # what produced it (also on the results copy)
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 

@@ -32,6 +32,7 @@ from streamer.reply_topics import ReplyTopicDirectory, TopicStatus
 from streamer.send_policy import SendOutcome
 from schemas import Error, ErrorCode, Final, FinishReason, ReplyAddress, encode
 from schemas.deadletter import dead_letter
+from schemas.inference import Lineage
 from streamer import TopicNames
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,10 @@ class AnswerWriter:
 
     # ---- the last record ------------------------------------------------------------------------
 
-    def final(self, answer: Answer, reason: FinishReason) -> None:
+    def final(self, answer: Answer, reason: FinishReason, lineage: Lineage | None = None) -> None:
         if answer.request.stream:
             self.flush(answer)
-        final = answer.final(reason)
+        final = msgspec.structs.replace(answer.final(reason), lineage=lineage)
         label = self.label(answer)
         m = self._metrics
         m.finished.labels(label, reason.value).inc()

@@ -3,6 +3,7 @@
 In: an `InferenceRequest` becomes the engine's `GenerationRequest` (a request without a seed gets
 one derived from its id, so a re-served attempt samples the same text). Out: each
 `GenerationEvent` is applied to its `Answer` — tokens become chunks, the last event becomes a Final
+(with its `Lineage`: base, adapter version, effective seed and params, engine version, consumer)
 or an Error — and an engine error's code becomes a wire `ErrorCode`. An engine refusal that means
 the request itself was bad (an adapter that cannot be served, a prompt too long) is answered and
 dead-lettered; one that is not the request's fault (a store that cannot be reached) is answered
@@ -11,15 +12,22 @@ only. Anything unexpected is `internal`.
 
 from __future__ import annotations
 
+import re
+
+import msgspec
+
+import lorastream
 from consumers.inference.answer import Answer, derived_seed
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.metrics import Metrics
 from gpu_engine import errors as engine
 from gpu_engine.types import ChatMessage as EngineChatMessage
 from gpu_engine.types import FinishReason as EngineFinish
-from gpu_engine.types import GenerationEvent, GenerationRequest
+from gpu_engine.types import GenerationEvent, GenerationRequest, Provenance
 from gpu_engine.types import SamplingParams as EngineSampling
 from schemas import ErrorCode, FinishReason, InferenceRequest
+from schemas.inference import Lineage
+from schemas.limits import BASE_MODEL_PATTERN
 
 # engine refusals that mean the request itself was bad: answered and dead-lettered
 _BAD_INPUT: dict[str, ErrorCode] = {
@@ -52,6 +60,37 @@ def wire_code(engine_code: str | None) -> tuple[ErrorCode, bool]:
     return _NOT_BAD_INPUT.get(engine_code, ErrorCode.INTERNAL), False
 
 
+def effective_seed(request: InferenceRequest) -> int:
+    """The seed the engine samples with: the request's, or the one derived from its id."""
+    seed = request.params.seed
+    return seed if seed is not None else derived_seed(request.request_id)
+
+
+def lineage(request: InferenceRequest, served_by: str | None, provenance: Provenance | None) -> Lineage:
+    """What produced the answer to `request`, for its Final (provenance None: the engine did not say)."""
+    seed = effective_seed(request)
+    lineage = Lineage(
+        seed=seed,
+        params=msgspec.structs.replace(request.params, seed=seed),
+        engine_version=lorastream.__version__,
+        served_by=served_by,
+        adapter_id=request.adapter_id,
+    )
+    if provenance is None:
+        return lineage
+    base_name = provenance.base_name
+    if base_name is not None and re.match(BASE_MODEL_PATTERN, base_name) is None:
+        base_name = None  # e.g. a model directory named with spaces: not a name the wire accepts
+    return msgspec.structs.replace(
+        lineage,
+        base_name=base_name,
+        base_sha256=provenance.base_sha256,
+        adapter_id=provenance.adapter_id,
+        adapter_version=provenance.adapter_version,
+        adapter_checksum=provenance.adapter_checksum,
+    )
+
+
 def generation_request(request: InferenceRequest) -> GenerationRequest:
     params = request.params
     sampling = EngineSampling(
@@ -60,7 +99,7 @@ def generation_request(request: InferenceRequest) -> GenerationRequest:
         top_p=params.top_p,
         top_k=params.top_k,
         stop=tuple(params.stop),
-        seed=params.seed if params.seed is not None else derived_seed(request.request_id),
+        seed=effective_seed(request),
         ignore_eos=params.ignore_eos,
     )
     deadline_s = request.deadline_ms / 1000.0 if request.deadline_ms is not None else None
@@ -93,4 +132,5 @@ def apply_event(answer: Answer, event: GenerationEvent, writer: AnswerWriter, me
     elif answer.expired:
         writer.error(answer, ErrorCode.EXPIRED, "deadline passed during generation")
     else:
-        writer.final(answer, FinishReason(event.finish_reason.value))
+        answered_by = lineage(answer.request, answer.served_by, event.provenance)
+        writer.final(answer, FinishReason(event.finish_reason.value), answered_by)
