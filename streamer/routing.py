@@ -193,6 +193,10 @@ class RouteTable:
         self._built_ms: int | None = None
         self.num_rejected = 0
 
+    @property
+    def num_reports(self) -> int:
+        return len(self._reports)
+
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """A record of the stats topic: a report, or a tombstone (value None) of a consumer that stopped."""
         if value is None:
@@ -210,8 +214,12 @@ class RouteTable:
 
     def plan(self, now_ms: int) -> RoutePlan | None:
         if self._built_ms is None or now_ms - self._built_ms >= self._rebuild_ms:
-            fresh = [r for r in self._reports.values() if now_ms - r.sent_ms <= self.config.max_report_age_ms]
-            shares, num_partitions = merge_shares(fresh)
+            # stale reports are consumers gone without a tombstone (a crash): forgotten, so the table
+            # holds only live consumers however many names the compacted topic has seen
+            self._reports = {
+                c: r for c, r in self._reports.items() if now_ms - r.sent_ms <= self.config.max_report_age_ms
+            }
+            shares, num_partitions = merge_shares(list(self._reports.values()))
             self._plan = plan_routes(shares, num_partitions, self.config) if num_partitions else None
             self._built_ms = now_ms
         return self._plan

@@ -221,3 +221,14 @@ def test_rates_are_measured_over_the_sliding_window():
     total, top = window.rates(18.0)
     assert list(top) == ["c"]  # top_n busiest
     assert total == pytest.approx(55.0 / 14.0)
+
+
+def test_the_table_holds_only_live_consumers_however_many_names_the_topic_has_seen():
+    """Consumers that crashed leave their last report on the compacted topic; a client replaying it
+    must not keep one entry per name ever seen."""
+    table = RouteTable(RoutingConfig(max_report_age_ms=5_000), rebuild_ms=0)
+    for i in range(1000):  # a thousand crashed consumers' last reports, long stale
+        table.apply(f"gone-{i}".encode(), report(f"gone-{i}", 0, {"a": 1.0}, 1.0))
+    table.apply(b"live", report("live", 100_000, {"a": 1.0}, 1.0))
+    table.plan(100_000)
+    assert table.num_reports == 1
