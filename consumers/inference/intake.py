@@ -147,6 +147,8 @@ class Intake:
 
     async def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         self.metrics.assigned_partitions.set(len(partitions))
+        if self.paused:  # a reassigned partition starts unpaused: backpressure must outlive the rebalance
+            self.consumer.pause(*partitions)
         now_s = time.monotonic()
         for tp in partitions:
             self.watchdog.assigned(tp, now_s)

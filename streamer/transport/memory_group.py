@@ -1,8 +1,9 @@
 """Consumer groups of the in-memory bus: range assignment, an eager rebalance, committed offsets.
 
 When a member joins or leaves, every member is told at its next poll: first `on_revoked` with all
-it held (it may still commit those in the callback), then — once every member has revoked, as at
-a broker's join barrier, so no partition ever has two owners — `on_assigned` with its new share.
+it held (it may still commit those in the callback; its pauses are dropped, as a Kafka client's
+are), then — once every member has revoked, as at a broker's join barrier, so no partition ever
+has two owners — `on_assigned` with its new share.
 Shares are Kafka's range assignment: per topic, members sorted by id, each a contiguous run of
 partitions, the first `n % m` members one more. A newly owned partition starts at the group's
 committed offset, else at the beginning (auto_offset_reset="earliest").
@@ -53,6 +54,7 @@ class Group:
             await member.listener.on_revoked(sorted(member.owned))
             member.owned = frozenset()
             member.positions.next.clear()
+            member.positions.paused.clear()  # as a broker's client: pauses do not outlive an assignment
             member.revoked_in = generation
             self._logs.changed.fire()
         if generation != self.generation or any(m.revoked_in != generation for m in self._members):
