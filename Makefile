@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.stamp
 help:
 	@echo "make demo   - the land's base and three adapters answering side by side through the embedded broker"
 	@echo "make test   - the whole suite (starts a real Apache Kafka from Maven Central jars)"
-	@echo "make land   - LoRA Land in miniature: train one adapter per task through Kafka, evaluate, report"
+	@echo "make land   - LoRA Land in miniature: two bases x six tasks fine-tuned through Kafka, a larger few-shot base, one mixed run, report"
 	@echo "make bench  - the engine, cache, kafka and train benchmarks; writes docs/bench/*.json|png and docs/benchmarks.md"
 	@echo "make gpu-wheels - the wheels bench/gpu_check.sh carries to a bare GPU image, into .whl/ (see its header)"
 

@@ -6,6 +6,10 @@ A ~1B-parameter Llama-shaped model with random weights (hidden 2048, intermediat
 rounds interleaved: base only; LoRA-Land-style adapters (rank 8 on q_proj, v_proj) with 1, 32 and
 128 distinct adapters in the batch; heavy adapters (rank 16 on all 7 projections) with 1 and 32.
 Goal: 128 distinct LoRA-Land adapters at ≥ 0.9 of the base-only speed (`land_128_over_base`).
+Before the rounds (issue 13 §4): `capacity`, sequences running at once under one KV budget
+(16 slots of 4,096 positions, its GiB for this model) with the paged cache and with slots, and
+`step_ms`, one decode step at the full batch with CUDA graphs and eagerly (base only and 32
+distinct adapters; `graph` is null where graphs are off, e.g. on the CPU).
 
 The JSON file is rewritten after the build, after the warm-up and after every round (`progress`
 says how far it got), so a run stopped by a timeout keeps every number measured until then.
@@ -174,6 +178,44 @@ def attention_kernels(ours: OursRunner, adapters: list[str | None]) -> dict[str,
     return found
 
 
+def step_ms(ours: OursRunner, adapters: list[str | None], steps: int = 12) -> dict[str, float | None]:
+    """Median wall ms of one decode step of this batch, replayed from CUDA graphs and eagerly."""
+    from gpu_engine.types import GenerationRequest, SamplingParams
+
+    engine = ours.engine
+    graphs = engine.decode_graphs
+    found: dict[str, float | None] = {"graph": None}
+    for mode in ("graph", "eager") if graphs is not None else ("eager",):
+        engine.decode_graphs = graphs if mode == "graph" else None
+        params = SamplingParams(max_new_tokens=steps + 3, ignore_eos=True)
+        for i, adapter in enumerate(adapters):
+            engine.add_request(GenerationRequest(f"step-{mode}-{i}", PROMPT, adapter, params))
+        engine.step()  # prefill
+        engine.step()  # first decode: captures this shape's graph
+        times = []
+        while engine.has_work():
+            started = time.perf_counter()
+            engine.step()  # ends by reading the sampled tokens: the device work is done
+            times.append(time.perf_counter() - started)
+        found[mode] = 1000 * statistics.median(times[:-1])
+    engine.decode_graphs = graphs
+    if graphs is not None:
+        found["graph_captures"] = graphs.num_captures
+    return found
+
+
+def kv_capacity(ours: OursRunner) -> dict[str, float]:
+    """Paged vs slot capacity at one KV budget (bench/engine_paged.py), with its bytes for this model."""
+    from bench import engine_paged
+    from gpu_engine.kv_cache import kv_bytes_per_position
+
+    found = engine_paged.capacity(num_requests=1000)
+    found["kv_budget_gib"] = found["kv_budget_positions"] * kv_bytes_per_position(
+        ours.engine.spec, ours.engine.model.dtype) / 2**30
+    found["paged_over_slot"] = found["paged_running"] / found["slot_running"]
+    return found
+
+
 def summarize(medians: dict[str, float]) -> dict[str, float]:
     base = medians["base"]
     return {f"{name}_over_base": value / base for name, value in medians.items() if name != "base"}
@@ -249,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         batch = [adapters["land"][i % max(args.distinct)] for i in range(args.batch_size)]
         result["environment"]["attention_kernels"] = attention_kernels(ours, batch)
         print(f"attention kernels: {result['environment']['attention_kernels']}", flush=True)
+        result["capacity"] = kv_capacity(ours)
+        print(f"capacity under {result['capacity']['kv_budget_gib']:.1f} GiB of KV: paged "
+              f"{result['capacity']['paged_running']:.0f}, slots {result['capacity']['slot_running']:.0f}", flush=True)
+        save("capacity")
+        land_32 = [adapters["land"][i % min(32, max(args.distinct))] for i in range(args.batch_size)]
+        result["step_ms"] = {"base": step_ms(ours, [None] * args.batch_size), "land_32": step_ms(ours, land_32)}
+        print(f"decode step ms (graph / eager): {result['step_ms']}", flush=True)
+        save("step times")
         measure(workloads(ours, adapters, args), args.rounds, deadline, on_round)
     medians = result.get("tokens_per_s_median")
     if not medians:

@@ -15,11 +15,18 @@
 #                installed with pip --target into $GPU_CHECK_SITE and put on PYTHONPATH
 #   environment  torch/triton/transformers/peft/bitsandbytes/Python/C compiler + Python.h/GPU/driver
 #                printed and checked (bench/gpu_env.py; exit 3 on an unmet requirement)
-#   triton-tests the SGMV kernels against the PyTorch reference (fp32, bf16, fp16 on CUDA)
-#   cuda-tests   NF4 base on CUDA against PEFT; the engine on CUDA (Triton) against PEFT.
+#   triton-tests the SGMV kernels against the PyTorch reference (fp32, bf16, fp16 on CUDA) within a
+#                bound from each dtype's roundoff (a planted wrong-slot bug fails it); split-K and
+#                static-shape launches
+#   cuda-tests   NF4 base on CUDA against PEFT; the engine on CUDA (Triton, paged KV) against PEFT;
+#                CUDA-graph decode steps (padded buckets, LoRA inside) against eager and PEFT;
+#                adapter uploads as one staged copy on a load stream the compute stream waits on; a
+#                static-shape LoRA step replayed in a graph after the bank's layout changed.
 #                On the device a skipped test fails the step (it would hide a missing GPU/library)
-#   bench        python -m bench.gpu (~1B Llama, bf16, batch 128, 32 new tokens, up to 3 rounds in
-#                what is left of the budget); gpu.json is rewritten after every round
+#   bench        python -m bench.gpu (~1B Llama, bf16, batch 128, 32 new tokens): paged vs slot
+#                capacity at one KV budget, graph vs eager decode step, then up to 3 rounds of
+#                tokens/s with 1/32/128 distinct adapters in what is left of the budget; gpu.json is
+#                rewritten after each of these
 #
 # --dry-run (or GPU_CHECK_DRY_RUN=1), for CI on a CPU (tests/gpu_check/test_gpu_check_dry_run.py):
 # the same steps with the packages the device image lacks made unimportable
@@ -115,14 +122,20 @@ step environment 90 $PY -m bench.gpu_env check "$MODE" --json "$OUT/environment.
 
 PYTEST=($PY -m pytest -q -rs -p no:cacheprovider -p no:asyncio)
 step triton-tests 120 "${PYTEST[@]}" --junitxml="$OUT/triton-tests.xml" \
-    tests/engine/test_engine_triton.py::test_triton_matches_reference || FAILED=1
+    tests/engine/test_engine_triton.py -k test_triton_ || FAILED=1
 judge triton-tests "$OUT/triton-tests.xml"
 
 NF4_CUDA=test_engine_nf4_devices::test_nf4_base_matches_peft_on_the_same_nf4_base[cuda]
 ENGINE_CUDA=test_engine_triton::test_engine_on_cuda_with_triton_matches_peft
-step cuda-tests 120 "${PYTEST[@]}" --junitxml="$OUT/cuda-tests.xml" \
-    "tests/engine/${NF4_CUDA/::/.py::}" "tests/engine/${ENGINE_CUDA/::/.py::}" || FAILED=1
-judge cuda-tests "$OUT/cuda-tests.xml" --expect-skipped "$NF4_CUDA" --expect-skipped "$ENGINE_CUDA"
+GRAPHS_CUDA=test_cuda_graphs::test_graph_decode_on_cuda_matches_eager_and_peft
+UPLOAD_CUDA=test_lora_cuda::test_upload_is_one_staged_copy_on_the_load_stream_and_the_compute_stream_waits_for_it
+LORA_GRAPH_CUDA=test_lora_cuda::test_static_shape_step_replays_in_a_cuda_graph_with_another_layout
+step cuda-tests 150 "${PYTEST[@]}" --junitxml="$OUT/cuda-tests.xml" \
+    "tests/engine/${NF4_CUDA/::/.py::}" "tests/engine/${ENGINE_CUDA/::/.py::}" \
+    "tests/engine/${GRAPHS_CUDA/::/.py::}" "tests/engine/${UPLOAD_CUDA/::/.py::}" \
+    "tests/engine/${LORA_GRAPH_CUDA/::/.py::}" || FAILED=1
+judge cuda-tests "$OUT/cuda-tests.xml" --expect-skipped "$NF4_CUDA" --expect-skipped "$ENGINE_CUDA" \
+    --expect-skipped "$GRAPHS_CUDA" --expect-skipped "$UPLOAD_CUDA" --expect-skipped "$LORA_GRAPH_CUDA"
 
 left=$((BUDGET_S - SECONDS))
 if [ "$DRY_RUN" = 1 ]; then

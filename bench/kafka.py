@@ -11,9 +11,10 @@ engine, in alternating rounds (A/B/B/A/...):
 
 Times are taken with time.perf_counter (CLOCK_MONOTONIC, one clock for every process on the
 machine) where the caller sees them: TTFT from just before a request is sent to its first token,
-total to its last record. CPU seconds of the serving, client and broker processes are recorded per
-round. `submit_rps` is measured in the client process, on a requests topic nobody consumes: N
-concurrent `LoraClient.submit` calls until the broker acknowledged every one.
+total to its last record. CPU seconds of the serving, client and broker processes (and of the
+serving process's event-loop thread alone) are recorded per round. `submit_rps` is measured in the
+client process, on a requests topic nobody consumes: N concurrent `LoraClient.submit` calls until
+the broker acknowledged every one.
 
 This module runs the rounds and the command line; the parts are bench.kafka_workload (requests
 and their timings), bench.kafka_client (the client process), bench.kafka_serving (the engine,
@@ -33,6 +34,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -81,7 +83,9 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
             running_service(kafka, topics, runner, args.chunk_flush_ms) as service,
             ClientProcess(kafka, topics, submit_topics) as client,
         ):
-            pids = {"serving": os.getpid(), "client": client.pid, "broker": broker_pid}
+            # the serving process's event loop runs here: every Kafka step of the service is on this thread
+            pids = {"serving": os.getpid(), "serving_loop": (os.getpid(), threading.get_native_id()),
+                    "client": client.pid, "broker": broker_pid}
             for index in range(args.warmup_rounds):  # the broker's JIT needs a few thousand requests
                 print(f"warm-up {index + 1}/{args.warmup_rounds}", file=sys.stderr)
                 for path in (KAFKA, INPROCESS):

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from bench.kafka_workload import StreamClock, StreamTiming, Workload
+from gpu_engine.engine_thread import LoopHandoff
 
 MODEL_SHAPE = {"hidden": 512, "layers": 4, "heads": 8, "kv_heads": 4}
 ADAPTER_RANK = 8
@@ -20,15 +21,16 @@ ADAPTER_TARGETS = ("q_proj", "v_proj")
 NUM_ADAPTERS = 4
 
 
-def inprocess_request(runner, loop, prompt: str, adapter_id: str | None, max_new_tokens: int) -> asyncio.Future:
+def inprocess_request(runner, handoff, prompt: str, adapter_id: str | None, max_new_tokens: int) -> asyncio.Future:
     """Submit the engine request the service builds for the same InferenceRequest.
 
-    Returns a future of its StreamTiming; events reach the event loop as the service's do.
+    Returns a future of its StreamTiming; events reach the event loop as the service's do (through
+    a `LoopHandoff`: one loop wake-up per engine step).
     """
     from consumers.inference.answer import derived_seed
     from gpu_engine.types import GenerationRequest, SamplingParams
 
-    done: asyncio.Future[StreamTiming] = loop.create_future()
+    done: asyncio.Future[StreamTiming] = asyncio.get_running_loop().create_future()
     request_id = uuid.uuid4().hex
     sampling = SamplingParams(max_new_tokens=max_new_tokens, seed=derived_seed(request_id))
     clock = StreamClock()
@@ -38,26 +40,23 @@ def inprocess_request(runner, loop, prompt: str, adapter_id: str | None, max_new
         if event.is_final:
             done.set_result(clock.finish())
 
-    runner.submit(
-        GenerationRequest(request_id, prompt, adapter_id, sampling),
-        lambda event: loop.call_soon_threadsafe(on_event, event),
-    )
+    runner.submit(GenerationRequest(request_id, prompt, adapter_id, sampling), handoff.bind(on_event))
     return done
 
 
 async def inprocess_round(runner, workload: Workload) -> tuple[float, list[StreamTiming]]:
     """All requests submitted in one synchronous loop: the engine sees them arrive together."""
-    loop = asyncio.get_running_loop()
+    handoff = LoopHandoff(asyncio.get_running_loop())
     start_s = time.perf_counter()
     n = workload.max_new_tokens
-    timings = await asyncio.gather(*(inprocess_request(runner, loop, p, a, n) for p, a in workload.requests()))
+    timings = await asyncio.gather(*(inprocess_request(runner, handoff, p, a, n) for p, a in workload.requests()))
     return time.perf_counter() - start_s, list(timings)
 
 
 async def inprocess_probe(runner, workload: Workload) -> list[StreamTiming]:
-    loop = asyncio.get_running_loop()
+    handoff = LoopHandoff(asyncio.get_running_loop())
     n = workload.max_new_tokens
-    return [await inprocess_request(runner, loop, p, a, n) for p, a in workload.requests()]
+    return [await inprocess_request(runner, handoff, p, a, n) for p, a in workload.requests()]
 
 
 def build_engine_thread(workdir: Path, args):

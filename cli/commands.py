@@ -105,6 +105,7 @@ def serve_config(args: argparse.Namespace):
             dead_letter_max_original_bytes=None if args.dead_letter_max_kb is None else int(args.dead_letter_max_kb * 1024),
             commit_stall_s=args.commit_stall_s,
             commit_interval_ms=args.commit_interval_ms,
+            base_lane=args.base_lane,
         )
     )
 
@@ -119,6 +120,9 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
             dtype=args.dtype,
             device=args.device,
             max_batch_size=args.max_batch_size,
+            cuda_graphs=args.cuda_graphs,
+            kv_block_size=args.kv_block_size,
+            kv_cache_blocks=args.kv_cache_blocks,
             base_name=args.base_name,
             s3_endpoint_url=args.s3_endpoint_url,
             device_cache_bytes=_mib(args.device_cache_mb),
@@ -138,8 +142,17 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from consumers.serve import build_engine_thread, serve_forever
 
-    config, runner = serve_config(args), build_engine_thread(**engine_options(args))
-    run_async(serve_forever(kafka_config(args), TopicNames(args.topic_prefix), config, runner))
+    config, topics = serve_config(args), TopicNames(args.topic_prefix)
+    if config.base_lane:  # checked before the model loads: a lane is named by its base
+        try:
+            if args.base_name is None:
+                raise ValueError("--base-lane needs --base-name (the lane is named by it)")
+            topics.requests_for(args.base_name)
+        except ValueError as exc:
+            console.print(f"[red]error[/] {escape(str(exc))}")
+            return 2
+    runner = build_engine_thread(**engine_options(args))
+    run_async(serve_forever(kafka_config(args), topics, config, runner))
     return 0
 
 
@@ -166,6 +179,12 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
     kafka, names = kafka_config(args), TopicNames(args.topic_prefix)
     specs = default_topic_specs(names, **_given(request_partitions=args.request_partitions))
+    (requests,) = (spec for spec in specs if spec.name == names.requests)
+    try:  # each base's lane
+        specs += [dataclasses.replace(requests, name=names.requests_for(base)) for base in args.base]
+    except ValueError as exc:
+        console.print(f"[red]error[/] {escape(str(exc))}")
+        return 2
 
     async def act() -> None:
         if args.action == "gc":
@@ -240,6 +259,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                     stop=tuple(args.stop),
                     seed=args.seed,
                     timeout_s=args.timeout_s,
+                    base=args.base,
                 ):
                     if isinstance(record, Final):
                         print_final(record)

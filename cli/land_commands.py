@@ -53,9 +53,11 @@ def add_land_parsers(
     land = subparsers.add_parser(
         "land",
         help="the whole story on the embedded broker: pretrain, fine-tune by events, evaluate",
-        description="Build (once) a tiny pretrained base, fine-tune one LoRA adapter per task through training "
-        "events on the embedded Tansu broker, serve them all at once and evaluate them through Kafka; "
-        "print the leaderboard and write docs/land.md and docs/bench/land.json|png.",
+        description="Build (once) the land's tiny pretrained bases (a Llama and a Qwen2) and a larger few-shot "
+        "base, fine-tune one LoRA adapter per base and task through training events on the embedded Tansu "
+        "broker, serve every base at once (each by its own consumer in its own lane) and evaluate them all "
+        "through Kafka in one mixed run; print the bases × tasks matrix and write docs/land.md and "
+        "docs/bench/land.json|png.",
     )
     land.add_argument(
         "--task", action="append", dest="tasks", metavar="NAME", help="built-in task; repeatable (default: all)"
@@ -65,11 +67,18 @@ def add_land_parsers(
     land.add_argument("--max-rows", type=int, default=None, help="test rows per task (default: all)")
     land.add_argument("--workers", type=int, default=2, help="training workers, one job each at a time (default 2)")
     land.add_argument("--steps", type=int, default=None, help="optimizer steps per adapter (default: the land's)")
-    land.add_argument("--quick", action="store_true", help="a smoke run: 3 tasks, few steps, 20 rows; no docs")
+    land.add_argument(
+        "--max-shots", type=int, default=None, help="examples in a few-shot prompt, fewer where they do not fit "
+        "(default: the land's)"
+    )
+    land.add_argument("--no-fewshot", action="store_true", help="leave out the larger few-shot base")
+    land.add_argument(
+        "--quick", action="store_true", help="a smoke run: one base, no few-shot base, 3 tasks, few steps, 20 rows; no docs"
+    )
     land.add_argument(
         "--base-only",
         action="store_true",
-        help="only build (once, ~2 minutes) the land's pretrained base and print its folder on stdout, for "
+        help="only build (once, ~2 minutes) the land's first pretrained base (the Llama) and print its folder on stdout, for "
         "`lorastream serve --model` and `train-worker --model`; with --quick, the quick run's smaller base",
     )
     land.set_defaults(handler=cmd_land)
@@ -119,6 +128,10 @@ def cmd_land(args: argparse.Namespace) -> int:
         overrides["max_test_rows"] = args.max_rows
     if args.steps is not None:
         overrides["steps"] = args.steps
+    if args.max_shots is not None:
+        overrides["max_shots"] = args.max_shots
+    if args.no_fewshot:
+        overrides["fewshot_base"] = None
     try:
         config = quick_config(args.workdir) if args.quick else LandConfig(workdir=args.workdir, docs_dir=args.docs)
         config = config.replace(num_workers=args.workers, **overrides)
@@ -140,7 +153,7 @@ def print_base(config) -> int:
     import torch
     from rich.console import Console
 
-    from land.land import base_with_progress
+    from land.bases import base_with_progress
 
     torch.set_num_threads(config.torch_threads)  # as the land run: one thread pretrains fastest here
     path = base_with_progress(Path(config.workdir).resolve(), config.base, Console(stderr=True, highlight=False))

@@ -66,6 +66,7 @@ def _send_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat", action="store_true", help="send the prompt as one user message, rendered with the model's chat template")
     parser.add_argument("--system", default=None, metavar="TEXT", help="with --chat: a system message before it")
     parser.add_argument("--adapter", default=None, help="adapter id (default: the base model)")
+    parser.add_argument("--base", default=None, help="base model name, as `lorastream ls` lists it (default: the deployment's)")
     parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="(default %(default)s)")
     parser.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence tokens (fixed-length answers)")
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy (default %(default)s)")
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--s3-endpoint-url", default=os.environ.get("LORASTREAM_S3_ENDPOINT_URL"), help="S3-compatible endpoint (MinIO); default AWS")
     serve.add_argument("--base-name", default=None, help="served base's name; adapters trained for another base are refused")
+    serve.add_argument(
+        "--base-lane", action="store_true", default=None,
+        help="read this base's own topic <prefix>.requests.base.<base name> in group <group id>.<base name>,"
+        " beside consumers of other bases (default: <prefix>.requests, one base per deployment)",
+    )
     cache = serve.add_argument_group("adapter cache tiers (default: limited by memory only)")
     cache.add_argument("--device-cache-mb", type=float, default=None, help="packed adapter weights on the device")
     cache.add_argument("--host-cache-mb", type=float, default=None, help="parsed adapters in host memory (pinned on CUDA)")
@@ -129,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"admitted, unanswered requests; above it intake pauses until 3/4 of it (default {serve_default('max_inflight')})",
     )
     serve.add_argument("--max-batch-size", type=int, default=None, help=f"(default {engine_default('max_batch_size')})")
+    serve.add_argument(
+        "--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
+        help="capture decode steps in CUDA graphs, one per batch bucket (default: on with CUDA, off elsewhere)",
+    )
+    serve.add_argument("--kv-block-size", type=int, default=None, help=f"positions per KV-cache block (default {engine_default('kv_block_size')})")
+    serve.add_argument(
+        "--kv-cache-blocks", type=int, default=None,
+        help="KV-cache blocks (default: the memory max_batch_size sequences of max_model_len need)",
+    )
     serve.add_argument("--chunk-flush-ms", type=float, default=None, help=f"(default {serve_default('chunk_flush_ms')})")
     serve.add_argument("--request-partitions", type=int, default=None, help=f"(default {serve_default('request_partitions')})")
     serve.add_argument("--metrics-port", type=int, default=None, help="serve /metrics, /healthz, /readyz on this port")
@@ -167,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="create | list | delete (the service's topics) | gc (idle private reply topics)",
     )
     topics.add_argument("--request-partitions", type=int, default=None, help="(default: as `serve` creates them)")
+    topics.add_argument(
+        "--base", action="append", default=[], metavar="NAME",
+        help="create/delete: also the lane of this base, <prefix>.requests.base.NAME, with --request-partitions"
+        " partitions (repeatable; see docs/deploy.md#many-bases)",
+    )
     topics.add_argument(
         "--idle-s", type=float, default=DEFAULT_IDLE_S,
         help=f"gc: a reply topic idle this long has no live client (default {DEFAULT_IDLE_S:g})",
@@ -208,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.train_commands import add_train_parsers
 
     add_train_parsers(sub, kafka_options)
+    from cli.release_commands import add_release_parsers
+
+    add_release_parsers(sub, kafka_options)
 
     from cli.land_commands import add_land_parsers
 
@@ -215,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.gateway_commands import add_gateway_parsers
 
     add_gateway_parsers(sub, kafka_options)
+    from cli.catalogue_commands import add_catalogue_parsers
+
+    add_catalogue_parsers(sub, kafka_options)
     return parser
 
 

@@ -12,15 +12,19 @@ import os
 import signal
 from collections.abc import Callable
 
+import msgspec
+
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column
 
 from cli.commands import console, kafka_config, run_async
+from cli.release_commands import release_summary
 from gpu_engine.training.dataset import MAX_DATASET_ROWS
 from gpu_engine.training.dataset_source import MAX_DATASET_BYTES
 from schemas import DatasetRef, InvalidEvent, JobState, TrainingEvent
+from schemas.training import EvalMetric, Evaluation, Release, ReleaseDecision, ReleaseRule
 from streamer import TopicNames
 from streamer.training_client import TERMINAL_STATES, TrainingJob, build_training_request, submit_training
 
@@ -62,7 +66,10 @@ def add_train_parsers(
     train.add_argument("--prompt-field", default="prompt")
     train.add_argument("--completion-field", default="completion")
     train.add_argument("--job-id", default=None, help="default: a fresh uuid")
-    train.add_argument("--base-model", default=None, help="base name (default: the worker's)")
+    train.add_argument(
+        "--base-model", default=None,
+        help="base name (default: the worker's); the job goes to that base's training lane when one exists",
+    )
     train.add_argument(
         "--targets", default=None,
         help="comma-separated projections (default by base size: q_proj,v_proj for >= 1B parameters, all below)",
@@ -70,6 +77,7 @@ def add_train_parsers(
     for flag, kind, choices, text in _HYPERPARAMETERS:
         train.add_argument(flag, type=kind, choices=choices, default=None, help=text)
     train.add_argument("--overwrite", action="store_true", help="replace an existing adapter with this id")
+    _release_options(train)
     train.add_argument("--detach", action="store_true", help="print the job id and return without following")
     train.add_argument("--idle-timeout-s", type=float, default=None, help="give up when no event comes this long")
     kafka_options(train)
@@ -108,6 +116,11 @@ def add_train_parsers(
         help="datasets with more rows are refused (default %(default)s)",
     )
     worker.add_argument("--group-id", default="lorastream-training")
+    worker.add_argument(
+        "--base-lane", action="store_true",
+        help="read this base's own training lane <prefix>.training.requests.base.<base name> in group "
+        "<group id>.<base name>, not the shared topic (needs a topic-safe --base-name)",
+    )
     worker.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     worker.add_argument("--threads", type=int, default=None, help="torch threads per job (default: one per core)")
     worker.add_argument("--checkpoint-every-steps", type=int, default=50)
@@ -117,6 +130,31 @@ def add_train_parsers(
     worker.add_argument("--training-partitions", type=int, default=2)
     kafka_options(worker)
     worker.set_defaults(handler=cmd_train_worker)
+
+
+def _release_options(train: argparse.ArgumentParser) -> None:
+    gate = train.add_argument_group("release gate (docs/training.md): announce the adapter only if it earns it")
+    on = gate.add_mutually_exclusive_group()
+    on.add_argument("--eval-task", default=None, help="evaluate on a built-in task's test split, with its metric")
+    on.add_argument("--eval-file", default=None, help="evaluate on a JSONL test file (prompt/completion) the worker can read")
+    on.add_argument("--eval-held-out", action="store_true", help="evaluate on the job's own held-out split")
+    gate.add_argument("--eval-metric", default=None, choices=[m.value for m in EvalMetric], help="for --eval-file and --eval-held-out (default rouge_l)")
+    gate.add_argument("--eval-max-examples", type=int, default=None, help="rows scored at most (default 100)")
+    gate.add_argument("--release", default=None, choices=[r.value for r in ReleaseRule], help="release rule (default always)")
+    gate.add_argument("--margin", type=float, default=None, help="points the adapter must win by (default 0)")
+
+
+def release_request(args: argparse.Namespace) -> dict:
+    """The `evaluation` and `release` of a TrainingRequest from the release-gate flags."""
+    fields = {}
+    if args.eval_task or args.eval_file or args.eval_held_out:
+        uri = args.eval_file if args.eval_file is None or "://" in args.eval_file else os.path.abspath(args.eval_file)
+        given = dict(task=args.eval_task, test_uri=uri, held_out=args.eval_held_out or False,
+                     metric=args.eval_metric, max_examples=args.eval_max_examples)
+        fields["evaluation"] = msgspec.convert({k: v for k, v in given.items() if v is not None}, Evaluation)
+    rule = dict(rule=args.release, margin_points=args.margin)
+    fields["release"] = msgspec.convert({k: v for k, v in rule.items() if v is not None}, Release)
+    return fields
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -136,16 +174,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             job_id=args.job_id,
             base_model=args.base_model,
             overwrite=args.overwrite,
+            **release_request(args),
             **hyperparameters,
         )
-    except InvalidEvent as exc:
+    except (InvalidEvent, msgspec.ValidationError) as exc:
         console.print(f"[red]invalid request[/] {escape(str(exc))}")
         return 2
 
     async def submit_and_follow() -> int:
         job = await submit_training(kafka_config(args), TopicNames(args.topic_prefix), request)
         async with job:
-            console.print(f"submitted job [cyan]{job.job_id}[/] for adapter [cyan]{request.adapter_id}[/]")
+            console.print(
+                f"submitted job [cyan]{job.job_id}[/] for adapter [cyan]{request.adapter_id}[/] to {job.requests_topic}"
+            )
             if args.detach:
                 return 0
             loop = asyncio.get_running_loop()
@@ -201,7 +242,7 @@ class JobProgress:
             self.bar.stop()
 
     def show(self, event: TrainingEvent) -> None:
-        if event.notice and event.state is JobState.STARTED:
+        if event.notice and event.state in (JobState.STARTED, JobState.PROGRESS):
             self.out.print(f"[dim]{escape(event.notice)}[/]", soft_wrap=True)
         if self.bar is None:
             if event.state not in TERMINAL_STATES:  # the outcome is printed once it is known
@@ -255,7 +296,13 @@ def _print_outcome(event: TrainingEvent | None, out: Console) -> int:
     if event is None:
         return 1
     if event.state is JobState.COMPLETED:
-        out.print(f"[green]completed[/] {event.adapter_id} → {event.adapter_uri}\n[dim]sha256 {event.checksum}[/]")
+        version = f" version {event.adapter_version}" if event.adapter_version is not None else ""
+        out.print(f"[green]completed[/] {event.adapter_id}{version} → {event.adapter_uri}\n[dim]sha256 {event.checksum}[/]")
+        if event.release is not None:
+            colour = "green" if event.release.decision is ReleaseDecision.RELEASED else "yellow"
+            out.print(f"[{colour}]{escape(release_summary(event.release))}[/]", soft_wrap=True)
+            if event.release.decision is ReleaseDecision.KEPT:
+                out.print(f"[dim]not served; `lorastream promote {event.adapter_id} {event.adapter_version}` serves it[/]")
         return 0
     code = event.code.value if event.code is not None else event.state.value
     out.print(f"[red]{event.state.value}[/] ({code}) {escape(event.reason or '')}")
@@ -269,11 +316,43 @@ def dataset_roots(flags: list[str] | None, env: str | None) -> tuple[str, ...]:
 
 
 def cmd_train_worker(args: argparse.Namespace) -> int:
-    from consumers.training.config import TrainWorkerConfig
     from consumers.training.worker import TrainingWorker
     from streamer.transport.kafka import KafkaTransport
 
-    config = TrainWorkerConfig(
+    try:
+        config = _worker_config(args)
+        topics = TopicNames(args.topic_prefix)
+        config.requests_topic(topics)  # a lane is named by its base: checked before anything starts
+    except ValueError as exc:
+        console.print(f"[red]error[/] {escape(str(exc))}")
+        return 2
+    from cli.train_eval_sets import land_eval_sets
+    from land import builtin_train_file
+
+    worker = TrainingWorker(
+        KafkaTransport(kafka_config(args)), topics, config,
+        builtin_tasks=builtin_train_file, eval_sets=land_eval_sets,
+    )
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.stop)
+        console.print(
+            f"[bold]training worker[/] for base [cyan]{config.base_name}[/] reading {config.requests_topic(topics)}"
+            f" (group {config.consumer_group}); Ctrl-C stops it"
+        )
+        await worker.run()
+
+    run_async(serve())
+    return 0
+
+
+def _worker_config(args: argparse.Namespace):  # -> TrainWorkerConfig (imported late: torch-free start-up)
+    """The worker's config from its flags. Raises ValueError."""
+    from consumers.training.config import TrainWorkerConfig
+
+    return TrainWorkerConfig(
         base_model_path=os.path.abspath(args.model),
         adapter_root=os.path.abspath(args.adapters),
         work_dir=os.path.abspath(args.work_dir),
@@ -289,21 +368,5 @@ def cmd_train_worker(args: argparse.Namespace) -> int:
         dataset_roots=dataset_roots(args.dataset_roots, os.environ.get("LORASTREAM_DATASET_ROOTS")),
         max_dataset_bytes=args.max_dataset_bytes,
         max_dataset_rows=args.max_dataset_rows,
+        base_lane=args.base_lane,
     )
-    from land import builtin_train_file
-
-    worker = TrainingWorker(
-        KafkaTransport(kafka_config(args)), TopicNames(args.topic_prefix), config, builtin_tasks=builtin_train_file
-    )
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, worker.stop)
-        console.print(
-            f"[bold]training worker[/] for base [cyan]{config.base_name}[/] (group {config.group_id}); Ctrl-C stops it"
-        )
-        await worker.run()
-
-    run_async(serve())
-    return 0

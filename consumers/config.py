@@ -6,6 +6,7 @@ import os
 import socket
 from dataclasses import dataclass
 
+from streamer.config import TopicNames
 from streamer.retry import SEND_RETRY, RetryPolicy
 from schemas.deadletter import DEFAULT_DEAD_LETTER_ORIGINAL_BYTES
 
@@ -38,6 +39,10 @@ class ServeConfig:
     answer_lookback_max_records: int = 100_000  # …reading at most this many results records…
     answer_lookback_max_s: float = 5.0  # …for at most this long…
     answer_memory_max_bytes: int = 64 * 1024 * 1024  # …keeping at most this many bytes of answers
+    # True: read this base's own lane, `<prefix>.requests.base.<base name>` in group `<group_id>.<base
+    # name>` (several bases side by side); False: `<prefix>.requests` in `group_id`, as one base alone
+    base_lane: bool = False
+    catalogue_interval_s: float = 5.0  # how often the consumer announces what it serves (streamer.catalogue)
 
     @property
     def served_by(self) -> str:
@@ -82,6 +87,24 @@ class ServeConfig:
             raise ValueError("answer_lookback_max_s must be > 0")
         if self.answer_memory_max_bytes < 1:
             raise ValueError("answer_memory_max_bytes must be >= 1")
+        if not 0 < self.catalogue_interval_s <= 3600:
+            raise ValueError("catalogue_interval_s must be in (0, 3600]")
+
+    def requests_topic(self, topics: TopicNames, base_name: str | None) -> str:
+        """The topic this consumer reads. Raises ValueError for a lane without a topic-safe base name."""
+        if not self.base_lane:
+            return topics.requests
+        if base_name is None:
+            raise ValueError("base_lane needs the engine's base name")
+        return topics.requests_for(base_name)
+
+    def consumer_group(self, base_name: str | None) -> str:
+        """The consumer group it reads in: `group_id`, or `<group_id>.<base name>` in a lane."""
+        if not self.base_lane:
+            return self.group_id
+        if base_name is None:
+            raise ValueError("base_lane needs the engine's base name")
+        return f"{self.group_id}.{base_name}"
 
     def reply_pattern(self, prefix: str) -> str:
         """The reply-topic glob for a deployment whose topics start with `prefix`."""

@@ -35,6 +35,6 @@ async def serve_forever(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)
-    log.info("serving %s (group %s)", topics.requests, config.group_id)
+    log.info("serving %s (group %s)", service.lane.topic, service.lane.group_id)
     await service.run()
     log.info("stopped")

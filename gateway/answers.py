@@ -80,13 +80,16 @@ class Answerer:
         self._timeout_s = timeout_s
         self._retry_after_s = retry_after_s
 
-    async def answer(self, gen: Generation, adapter_id: str | None, tenant: str, route: str) -> Response:
+    async def answer(
+        self, gen: Generation, adapter_id: str | None, tenant: str, route: str, *, base: str | None = None
+    ) -> Response:
+        """`base`: another base than the deployment's default (its lane; None: the default)."""
         request_id = new_request_id(tenant)
         received = time.monotonic()
         self._metrics.inflight.inc()
         stream: AnswerStream | None = None
         try:
-            stream = self._open(gen, adapter_id, request_id)
+            stream = self._open(gen, adapter_id, request_id, base)
             first = await anext(stream)
         except BaseException as exc:
             self._metrics.inflight.dec()
@@ -109,7 +112,7 @@ class Answerer:
         self._metrics.completion_tokens.labels(tenant).inc(final.usage.completion_tokens)
         return JSONResponse(final_body(gen, request_id, final))
 
-    def _open(self, gen: Generation, adapter_id: str | None, request_id: str) -> AnswerStream:
+    def _open(self, gen: Generation, adapter_id: str | None, request_id: str, base: str | None) -> AnswerStream:
         options: dict[str, Any] = dict(
             max_new_tokens=gen.max_new_tokens,
             temperature=gen.temperature,
@@ -123,6 +126,8 @@ class Answerer:
         )
         if gen.is_chat:
             options["messages"] = [dict(m) for m in gen.messages]
+        if base is not None:
+            options["base"] = base
         return self._client.stream(gen.prompt, adapter_id, **options)
 
     async def _events(

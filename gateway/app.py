@@ -53,13 +53,13 @@ def build_app(
         try:
             tenant = _tenant(request.headers.get("authorization"), config.api_keys)
             gen = parse(await _json_body(request), config.default_max_tokens)
-            adapter_id = catalogue.resolve(gen.model)
+            base, adapter_id = catalogue.route(gen.model)
         except ApiError as exc:
             response: Response = error_response(exc, config.retry_after_s)
         else:
             if gen.user is not None:
                 log.info("request for %s from tenant %s, user %r", gen.model, tenant, gen.user[:64])
-            response = await answerer.answer(gen, adapter_id, tenant, route)
+            response = await answerer.answer(gen, adapter_id, tenant, route, base=base)
         metrics.requests.labels(route, str(response.status_code), tenant).inc()
         return response
 

@@ -22,6 +22,7 @@ WIRE_ERROR_STATUS: dict[str, int] = {
     "chat_template_missing": 400,  # the served model has no chat template: use /v1/completions
     "dataset_refused": 400,
     "adapter_not_found": 404,
+    "base_not_served": 404,  # the model names a base no live consumer serves
     "adapter_invalid": 500,  # the adapter's files are there but cannot be served: the operator's to fix
     "adapter_corrupt": 500,
     "adapter_missing_file": 500,

@@ -6,6 +6,12 @@ and nothing a restart would lose. It decides only what `GET /v1/models` lists an
 are refused at once: an adapter id the topic has never mentioned is still sent, because the
 consumers also find adapters lazily under their adapter root; the service's `adapter_not_found`
 then becomes the 404.
+
+Other bases (issue 11): `model="<base>"` or `"<base>:<adapter>"` naming a base other than the
+gateway's own is sent with `base=` to that base's lane (LoraClient finds it in the catalogue; a
+base nobody serves is `base_not_served`, a 404). A bare name is a base only when an adapter
+announcement names it (else it is an adapter id, as before); `<base>:<adapter>` is unambiguous,
+since an adapter id has no colon. Adapters are listed under the base their announcement names.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 
 from gateway.errors import model_not_found
 from schemas import InvalidEvent, decode_adapter_event
-from schemas.limits import ADAPTER_ID_PATTERN
+from schemas.limits import ADAPTER_ID_PATTERN, BASE_MODEL_PATTERN
 from streamer.follower import TopicFollower
 from streamer.transport import Transport
 
@@ -24,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BASE_ALIAS = "base"  # always names the base model, whatever its served name
 _ADAPTER_ID_RE = re.compile(ADAPTER_ID_PATTERN)
+_BASE_MODEL_RE = re.compile(BASE_MODEL_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,13 @@ class ListedAdapter:
     adapter_id: str
     version: int
     created_s: int  # when its current version was published (epoch seconds)
+    revision: int = 0  # the registry revision that chose `version` (a rollback is a higher one)
+    base: str | None = None  # the base its announcement names (None: the gateway's own)
 
 
 class ModelCatalogue:
-    """`resolve(model)`: None for the base, else the adapter id; raises a 404 ApiError."""
+    """`route(model)`: (base, adapter id), None for the gateway's own base and for no adapter;
+    `resolve(model)`: the adapter id of a model of the own base. Both raise a 404 ApiError."""
 
     def __init__(self, base_name: str) -> None:
         self.base_name = base_name
@@ -51,10 +61,26 @@ class ModelCatalogue:
             raise model_not_found(model)
         return model
 
+    def route(self, model: str) -> tuple[str | None, str | None]:
+        own = (self.base_name, BASE_ALIAS)
+        base, colon, adapter_id = model.rpartition(":")
+        if colon and base not in own:  # `<other base>:<adapter>`
+            if not _BASE_MODEL_RE.match(base) or not _ADAPTER_ID_RE.match(adapter_id):
+                raise model_not_found(model)
+            return base, adapter_id
+        if model not in own and model in self.other_bases():
+            return model, None
+        return None, self.resolve(model)
+
+    def other_bases(self) -> set[str]:
+        """The bases besides the gateway's own that adapter announcements name."""
+        return {a.base for a in self.adapters.values() if a.base is not None} - {self.base_name, BASE_ALIAS}
+
     def listing(self) -> list[dict[str, object]]:
         """`GET /v1/models`'s data: the base first, then the adapters by id."""
         models: list[dict[str, object]] = [
-            {"id": self.base_name, "object": "model", "created": 0, "owned_by": "lorastream", "root": self.base_name, "parent": None}
+            {"id": base, "object": "model", "created": 0, "owned_by": "lorastream", "root": base, "parent": None}
+            for base in (self.base_name, *sorted(self.other_bases()))
         ]
         for adapter in sorted(self.adapters.values(), key=lambda a: a.adapter_id):
             models.append({
@@ -63,7 +89,7 @@ class ModelCatalogue:
                 "created": adapter.created_s,
                 "owned_by": "lorastream",
                 "root": adapter.adapter_id,
-                "parent": self.base_name,
+                "parent": adapter.base if adapter.base not in (None, BASE_ALIAS) else self.base_name,
             })
         return models
 
@@ -84,9 +110,12 @@ class ModelCatalogue:
             self.adapters.pop(event.adapter_id, None)
             return
         known = self.adapters.get(event.adapter_id)
-        if known is not None and event.version < known.version:
+        # as the consumers order them (adapters_topic): a rollback is a higher revision naming an older version
+        if known is not None and (event.revision, event.version) < (known.revision, known.version):
             return
-        self.adapters[event.adapter_id] = ListedAdapter(event.adapter_id, event.version, event.ts_ms // 1000)
+        self.adapters[event.adapter_id] = ListedAdapter(
+            event.adapter_id, event.version, event.ts_ms // 1000, revision=event.revision, base=event.base_model
+        )
 
 
 class AdaptersFollower(TopicFollower):

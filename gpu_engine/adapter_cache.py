@@ -23,12 +23,12 @@ from pathlib import Path
 from gpu_engine.adapter_loader import AdapterLoader
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.adapter_registry import AdapterRegistry
-from gpu_engine.adapters import read_adapter
+from gpu_engine.adapters import LoraAdapter, read_adapter
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
 from gpu_engine.device_cache import TIER as DEVICE_TIER
 from gpu_engine.device_cache import DeviceCache
-from gpu_engine.errors import AdapterUnavailableError, EngineError
+from gpu_engine.errors import AdapterUnavailableError, DeviceBudgetError, EngineError
 from gpu_engine.host_cache import TIER as HOST_TIER
 from gpu_engine.host_cache import HostCache
 from gpu_engine.lora_bank import LoraBank
@@ -66,7 +66,6 @@ class AdapterCache:
         self.loader = AdapterLoader(
             store, read, self.host, stats, config.load_workers, self._on_load_done,
             max_pending=config.max_pending_adapter_loads, is_current=self.registry.is_current,
-            pin_memory=bank.device.type == "cuda",
         )
         self._on_news = on_news  # wakes the engine thread; called without any lock held
         self._lock = threading.Lock()
@@ -208,6 +207,7 @@ class AdapterCache:
 
     def begin_step(self) -> list[tuple[SeqState, EngineError]]:
         """Apply ended loads and invalidations; returns the waiting sequences whose load failed."""
+        self.device.report_loads()
         with self._lock:
             done, self._done = self._done, []
             invalidated, self._invalidated = self._invalidated, set()
@@ -239,8 +239,8 @@ class AdapterCache:
                 if error is not None:
                     raise error
                 adapter = self.host.get(key)
-                self._check_fits(key, adapter.num_bytes)
-                if not self.device.can_fit(adapter.num_bytes):
+                self._check_fits(key, adapter)
+                if not self.device.can_fit(adapter):
                     raise AdapterUnavailableError(f"adapter {ref.adapter_id!r}: device cache full of pinned adapters")
                 slot = self.device.insert(key, adapter, stale=not self.registry.is_current(key))
             finally:
@@ -265,23 +265,21 @@ class AdapterCache:
                 self._block(key)
             return None
         try:
-            self._check_fits(key, adapter.num_bytes)
-        except EngineError as exc:
+            self._check_fits(key, adapter)
+            if not self.device.can_fit(adapter):
+                return None  # running sequences pin the room it needs: wait for one to finish
+            return self.device.insert(key, adapter, stale=not self.registry.is_current(key))
+        except EngineError as exc:  # too large for the budget, or the device is out of memory
             self._refuse(key, exc)
             return None
-        if not self.device.can_fit(adapter.num_bytes):
-            return None  # running sequences pin every slot it could take: wait for one to finish
-        return self.device.insert(key, adapter, stale=not self.registry.is_current(key))
 
-    def _check_fits(self, key: AdapterKey, num_bytes: int) -> None:
-        budget = self.device.max_bytes
-        if budget is None:
-            return
-        held = sum(self.device.size(k) for k in self._held)
-        if num_bytes > budget - held:
-            raise AdapterUnavailableError(
-                f"adapter {key[0]!r} needs {num_bytes} bytes on the device; the device cache budget is"
-                f" {budget} bytes ({held} held by preloaded adapters)"
+    def _check_fits(self, key: AdapterKey, adapter: LoraAdapter) -> None:
+        """Raises DeviceBudgetError when the adapter could never fit: not even beside the held adapters alone."""
+        if not self.device.fits(adapter, sorted(self._held)):
+            raise DeviceBudgetError(
+                f"adapter {key[0]!r} ({adapter.num_bytes} bytes of weights) does not fit the device cache budget"
+                f" of {self.device.max_bytes} bytes (LoRA bank buffers included) beside the"
+                f" {len(self._held)} preloaded adapters"
             )
 
     def _refuse(self, key: AdapterKey, error: EngineError) -> None:

@@ -1,7 +1,7 @@
 """AdapterLoader: fetch and parse adapters into the host tier on worker threads, one load per version.
 
 `request(ref)` never blocks: it starts a load on the pool (`load_workers` threads: store
-checkout, then `read_adapter`, then page-locking on CUDA) unless the version is already in the
+checkout, then `read_adapter`) unless the version is already in the
 host tier or on its way — concurrent requests for one cold adapter share a single load
 (single-flight). At most `max_pending` loads are queued or running: beyond that a request is
 refused at once with AdapterUnavailableError (transient, not remembered), so a flood of unknown
@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from gpu_engine.adapter_ref import AdapterRef
-from gpu_engine.adapters import LoraAdapter, LoraWeights
+from gpu_engine.adapters import LoraAdapter
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.errors import AdapterUnavailableError, EngineError
 from gpu_engine.host_cache import TIER, HostCache
@@ -35,12 +35,6 @@ logger = logging.getLogger(__name__)
 ReadFn = Callable[[Path, AdapterRef], LoraAdapter]  # a checked-out directory -> a parsed adapter
 DoneFn = Callable[[AdapterKey, EngineError | None], None]
 MAX_REMEMBERED_FAILURES = 4096
-
-
-def pin_adapter(adapter: LoraAdapter) -> LoraAdapter:
-    """A copy in page-locked host memory (CUDA only), so host→device copies can be asynchronous."""
-    weights = {k: LoraWeights(w.a.pin_memory(), w.b_t.pin_memory()) for k, w in adapter.weights.items()}
-    return LoraAdapter(adapter.adapter_id, adapter.rank, weights)
 
 
 class AdapterLoader:
@@ -55,7 +49,6 @@ class AdapterLoader:
         *,
         max_pending: int,
         is_current: Callable[[AdapterKey], bool] = lambda key: True,
-        pin_memory: bool = False,
         failure_ttl_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -66,7 +59,6 @@ class AdapterLoader:
         self._on_done = on_done
         self._is_current = is_current
         self.max_pending = max_pending
-        self._pin_memory = pin_memory
         self.failure_ttl_s = failure_ttl_s
         self._clock = clock
         self._pool = ThreadPoolExecutor(num_workers, thread_name_prefix="lorastream-adapter-load")
@@ -128,8 +120,6 @@ class AdapterLoader:
         try:
             with self._store.checkout(ref) as path:
                 adapter = self._read(path, ref)
-            if self._pin_memory:
-                adapter = pin_adapter(adapter)
             self._host.put(key, adapter, stale=not self._is_current(key))
             self._stats.loaded(TIER, time.perf_counter() - started)
         except EngineError as exc:

@@ -1,106 +1,70 @@
-"""Attention over the slot KV cache for one mixed step (decodes and prefill chunks together).
+"""Attention over the paged KV cache for one mixed step (decodes and prefill chunks together).
 
-Single-row sequences (decodes) are batched into one SDPA call that reads the cache slot range
-[slot_lo, slot_hi] in place; a slot in that range with no decode this step gets a zero query
-and a one-key mask (its output is discarded). Multi-row sequences (prefill chunks) attend one
-by one to their slot's prefix with a causal mask offset by the chunk's start position.
-Attention logits are scaled by `scale`; with a soft-cap (Gemma 2) they are capped before the mask
-and softmax, which SDPA cannot do, so those layers run the same math eagerly.
+Two batched calls per layer, whatever the number of sequences: every single-row sequence
+(decodes) in one SDPA call, every multi-row sequence (prefill chunks, padded to the longest) in
+another. Each reads its sequences' keys/values through their block tables (`KVCache.gather`:
+on the CPU a gathered copy; the cache's layout is the one paged flash kernels take). Masks are
+additive float masks ([G, 1, n, K], 0 or -inf — the form SDPA's fused kernels accept), built
+on the device once per step and window from the uploaded positions and shared by every layer;
+a padded query row sees key 0 only (its output is dropped). Attention logits are scaled by
+`scale`; with a soft-cap (Gemma 2) they are capped before the mask and softmax, which SDPA
+cannot do, so those layers run the same math eagerly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from gpu_engine.families.layers import soft_cap
 from gpu_engine.kv_cache import KVCache
+from gpu_engine.step_buffers import StepTensors
 
 
-@dataclass(frozen=True)
-class SeqChunk:
-    """One sequence's rows in a step: rows [row_start, row_start+num_rows) at positions from start_pos."""
-
-    row_start: int
-    num_rows: int
-    kv_slot: int
-    start_pos: int
-
-
-def _window_mask(q_pos: torch.Tensor, num_keys: int, window: int | None) -> torch.Tensor:
-    """mask[i, j]: query at position q_pos[i] may see key j (causal, within the sliding window)."""
-    keys = torch.arange(num_keys, device=q_pos.device)[None]  # [1, K]
-    mask = keys <= q_pos[:, None]
+def window_mask(q_pos: torch.Tensor, num_keys: int, window: int | None, dtype: torch.dtype) -> torch.Tensor:
+    """q_pos: [..., n] query positions -> additive mask [..., n, K]: 0 where key j is visible to the
+    query (j <= position, within the sliding window), -inf elsewhere."""
+    keys = torch.arange(num_keys, device=q_pos.device)  # [K]
+    pos = q_pos[..., None]  # [..., n, 1]
+    visible = keys <= pos
     if window is not None:
-        mask &= keys > q_pos[:, None] - window
-    return mask  # [Q, K]
+        visible &= keys > pos - window
+    return torch.zeros(visible.shape, dtype=dtype, device=q_pos.device).masked_fill_(~visible, float("-inf"))
 
 
 class AttentionPlan:
-    """Index tensors and masks for one step, built once and shared by every layer."""
+    """Masks and block tables of one step, built once on the device and shared by every layer."""
 
-    def __init__(
-        self, chunks: Sequence[SeqChunk], windows: Sequence[int | None], kv_cache: KVCache, device: torch.device
-    ) -> None:
-        slots, positions = [], []
-        for c in chunks:
-            slots += [c.kv_slot] * c.num_rows
-            positions += range(c.start_pos, c.start_pos + c.num_rows)
-        slot_ids = torch.tensor(slots, dtype=torch.long, device=device)  # [T]
-        position_ids = torch.tensor(positions, dtype=torch.long, device=device)  # [T]
-        self.kv_rows = kv_cache.row_index(slot_ids, position_ids)  # [T * KVH]
-        decodes = [c for c in chunks if c.num_rows == 1]
-        self.prefills = [c for c in chunks if c.num_rows > 1]
-        self.prefill_masks: dict[tuple[int, int | None], torch.Tensor | None] = {}
-        for i, c in enumerate(self.prefills):
-            end = c.start_pos + c.num_rows
-            for window in set(windows):
-                if c.start_pos == 0 and (window is None or window >= end):
-                    self.prefill_masks[(i, window)] = None  # plain causal
-                else:
-                    q_pos = torch.arange(c.start_pos, end, device=device)
-                    self.prefill_masks[(i, window)] = _window_mask(q_pos, end, window)
-        self.num_decodes = len(decodes)
-        if not decodes:
-            return
-        self.slot_lo = min(c.kv_slot for c in decodes)
-        slot_hi = max(c.kv_slot for c in decodes)
-        num_range = slot_hi - self.slot_lo + 1
-        rows = [c.row_start for c in decodes]
-        offsets = [c.kv_slot - self.slot_lo for c in decodes]
-        self.decode_dense = num_range == len(decodes) and offsets == list(range(num_range)) and rows == list(
-            range(rows[0], rows[0] + num_range)
-        )
-        self.decode_row_start = rows[0]
-        self.decode_rows = torch.tensor(rows, dtype=torch.long, device=device)  # [B]
-        self.decode_offsets = torch.tensor(offsets, dtype=torch.long, device=device)  # [B]
-        last_pos = torch.zeros(num_range, dtype=torch.long, device=device)  # idle slots: key 0 only
-        last_pos[self.decode_offsets] = torch.tensor([c.start_pos for c in decodes], device=device)
-        self.decode_len = max(c.start_pos for c in decodes) + 1
-        self.decode_num_range = num_range
-        self.decode_masks = {
-            w: _window_mask(last_pos, self.decode_len, w)[:, None, None, :] for w in set(windows)
-        }  # [R, 1, 1, K]
+    def __init__(self, tensors: StepTensors, windows: Sequence[int | None], block_size: int, dtype: torch.dtype) -> None:
+        shape = tensors.shape
+        self.tensors = tensors
+        self.num_rows = shape.num_rows
+        self.num_decodes = shape.num_decodes
+        self.num_prefills = shape.num_prefills
+        self.decode_rows_are_all_rows = shape.decode_rows_are_all_rows
+        self.decode_masks: dict[int | None, torch.Tensor] = {}
+        self.prefill_masks: dict[int | None, torch.Tensor] = {}
+        for window in set(windows):
+            if self.num_decodes:
+                keys = shape.decode_table_len * block_size
+                self.decode_masks[window] = window_mask(tensors.decode_pos[:, None], keys, window, dtype)[:, None]  # [B, 1, 1, K]
+            if self.num_prefills:
+                keys = shape.prefill_table_len * block_size
+                self.prefill_masks[window] = window_mask(tensors.prefill_pos, keys, window, dtype)[:, None]  # [P, 1, n, K]
 
 
 def _attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float, softcap: float | None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float, softcap: float | None
 ) -> torch.Tensor:
-    """q: [B, H, n, D], k/v: [B, KVH, K, D], mask: bool [..., n, K] or None (causal, queries last) -> [B, H, n, D]."""
+    """q: [G, H, n, D], k/v: [G, KVH, K, D], mask: additive [G, 1, n, K] -> [G, H, n, D]."""
     gqa = q.shape[1] != k.shape[1]
     if softcap is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale,
-                                              enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
     groups = q.shape[1] // k.shape[1]
-    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [B, H, K, D]
-    scores = soft_cap(torch.matmul(q, k.transpose(2, 3)) * scale, softcap)  # [B, H, n, K]
-    if mask is None:
-        n, num_keys = q.shape[2], k.shape[2]
-        mask = torch.ones(n, num_keys, dtype=torch.bool, device=q.device).tril(num_keys - n)
-    scores = scores.masked_fill(~mask, float("-inf"))
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # [G, H, K, D]
+    scores = soft_cap(torch.matmul(q, k.transpose(2, 3)) * scale, softcap) + mask  # [G, H, n, K]
     return torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype), v)
 
 
@@ -113,31 +77,23 @@ def attend(
     Writes k/v into the cache first, so every query sees its own token. `scale` multiplies q @ k.T;
     `softcap`, if set, caps the scaled logits (softcap * tanh(logit / softcap)).
     """
-    kv_cache.write(layer, plan.kv_rows, k, v)
-    num_heads = q.shape[1]
-    out = torch.empty_like(q)
-    k_layer, v_layer = kv_cache.k[layer], kv_cache.v[layer]  # [S, KVH, L, D]
+    t = plan.tensors
+    kv_cache.write(layer, t.kv_rows, k, v)
+    num_rows, num_heads, head_dim = q.shape
+    if plan.decode_rows_are_all_rows:
+        keys, values = kv_cache.gather(layer, t.decode_tables)
+        o = _attention(q[:, :, None], keys, values, plan.decode_masks[window], scale, softcap)  # [T, H, 1, D]
+        return o[:, :, 0]
+    out = q.new_empty(num_rows + 1, num_heads, head_dim)  # the last row takes padded prefill rows
     if plan.num_decodes:
-        lo, hi = plan.slot_lo, plan.slot_lo + plan.decode_num_range
-        keys = k_layer[lo:hi, :, : plan.decode_len]  # [R, KVH, K, D], a view
-        values = v_layer[lo:hi, :, : plan.decode_len]
-        if plan.decode_dense:
-            r0 = plan.decode_row_start
-            q_range = q[r0 : r0 + plan.decode_num_range].unsqueeze(2)  # [R, H, 1, D]
-        else:
-            q_range = q.new_zeros(plan.decode_num_range, num_heads, 1, q.shape[2])
-            q_range[plan.decode_offsets, :, 0] = q[plan.decode_rows]
-        o = _attention(q_range, keys, values, plan.decode_masks[window], scale, softcap)  # [R, H, 1, D]
-        if plan.decode_dense:
-            out[r0 : r0 + plan.decode_num_range] = o[:, :, 0]
-        else:
-            out[plan.decode_rows] = o[plan.decode_offsets, :, 0]
-    for i, c in enumerate(plan.prefills):
-        end = c.start_pos + c.num_rows
-        q_chunk = q[c.row_start : c.row_start + c.num_rows].transpose(0, 1)[None]  # [1, H, n, D]
-        keys = k_layer[c.kv_slot : c.kv_slot + 1, :, :end]  # [1, KVH, end, D]
-        values = v_layer[c.kv_slot : c.kv_slot + 1, :, :end]
-        mask = plan.prefill_masks[(i, window)]
-        o = _attention(q_chunk, keys, values, mask, scale, softcap)  # [1, H, n, D]
-        out[c.row_start : c.row_start + c.num_rows] = o[0].transpose(0, 1)
-    return out
+        keys, values = kv_cache.gather(layer, t.decode_tables)
+        q_dec = q.index_select(0, t.decode_rows)[:, :, None]  # [B, H, 1, D]
+        o = _attention(q_dec, keys, values, plan.decode_masks[window], scale, softcap)
+        out.index_copy_(0, t.decode_rows, o[:, :, 0])
+    if plan.num_prefills:
+        num_seqs, n = t.prefill_pos.shape
+        keys, values = kv_cache.gather(layer, t.prefill_tables)
+        q_pre = q.index_select(0, t.prefill_src).view(num_seqs, n, num_heads, head_dim).transpose(1, 2)  # [P, H, n, D]
+        o = _attention(q_pre, keys, values, plan.prefill_masks[window], scale, softcap)  # [P, H, n, D]
+        out.index_copy_(0, t.prefill_dst, o.transpose(1, 2).reshape(num_seqs * n, num_heads, head_dim))
+    return out[:num_rows]

@@ -15,8 +15,11 @@ FAIRNESS = ("vtc", "fifo")
 class EngineConfig:
     """How to load the model and how much work one engine step may take.
 
-    `max_batch_size` is also the number of KV-cache slots: each running request owns one slot of
-    `max_model_len` positions for its whole life (see docs/engine.md).
+    `max_batch_size` is the most requests running at once. The KV cache is paged: blocks of
+    `kv_block_size` positions, `kv_cache_blocks` of them (None = `max_batch_size` x the blocks of
+    `max_model_len`, the memory one full-length slot per request would take); a request holds
+    blocks for the positions it has, and admission waits for free blocks (see docs/engine.md).
+    `cuda_graphs`: capture static-shape decode steps in CUDA graphs (None = on for CUDA).
     """
 
     model_path: str
@@ -29,6 +32,9 @@ class EngineConfig:
     max_model_len: int | None = None  # None = the model's max_position_embeddings, capped at 4096
     lora_backend: str = "auto"  # "auto" = triton on cuda, grouped_mm on cpu when present, else loop
     max_lora_rank: int = 256
+    kv_block_size: int = 16  # positions per KV-cache block
+    kv_cache_blocks: int | None = None  # None = max_batch_size * ceil(max_model_len / kv_block_size)
+    cuda_graphs: bool | None = None  # None = on when the engine runs on CUDA; True on a CPU is an error
     # --- adapter store and cache tiers (docs/adapter-cache.md) ---
     # adapter_root: a local directory, or "s3://bucket/prefix" (credentials from the usual AWS env)
     s3_endpoint_url: str | None = None  # e.g. a MinIO or moto server; None = AWS
@@ -64,6 +70,12 @@ class EngineConfig:
             raise ValueError("max_model_len must be >= 2")
         if self.lora_backend not in LORA_BACKENDS:
             raise ValueError(f"lora_backend must be one of {LORA_BACKENDS}, got {self.lora_backend!r}")
+        if self.kv_block_size < 1:
+            raise ValueError("kv_block_size must be >= 1")
+        if self.kv_cache_blocks is not None and self.kv_cache_blocks < 1:
+            raise ValueError("kv_cache_blocks must be >= 1 or None")
+        if self.cuda_graphs is True and self.device == "cpu":
+            raise ValueError("cuda_graphs needs a CUDA device")
         if self.max_lora_rank < 1:
             raise ValueError("max_lora_rank must be >= 1")
         for name in ("device_cache_bytes", "host_cache_bytes", "disk_cache_bytes"):

@@ -15,6 +15,11 @@ _CONTEXT_TOKENS = 5  # prompt tokens decoded along, so tokenizers that strip lea
 class IncrementalDetokenizer:
     def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: Sequence[str] = ()) -> None:
         self._tokenizer = tokenizer
+        # a fast tokenizer that does no space clean-up decodes exactly as its Rust backend does:
+        # call that directly (the transformers wrapper costs several times the decode itself)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend_decode = None if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True) \
+            else backend.decode
         self._ids = list(prompt_ids[-_CONTEXT_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
@@ -28,6 +33,8 @@ class IncrementalDetokenizer:
         return self._text
 
     def _decode(self, ids: Sequence[int]) -> str:
+        if self._backend_decode is not None:
+            return self._backend_decode(ids, skip_special_tokens=True)
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
     def _decode_new(self, final: bool) -> str:

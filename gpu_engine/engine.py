@@ -23,8 +23,10 @@ import torch
 from gpu_engine.adapter_cache import AdapterCache
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.base_hash import base_sha256
+from gpu_engine.block_table import blocks_for
 from gpu_engine.cache_stats import CacheStats
 from gpu_engine.config import EngineConfig
+from gpu_engine.cuda_graphs import DecodeGraphs
 from gpu_engine.detokenizer import IncrementalDetokenizer
 from gpu_engine.errors import ChatTemplateMissingError, EngineError, PromptTooLongError, RequestInvalidError
 from gpu_engine.kv_cache import KVCache
@@ -35,6 +37,7 @@ from gpu_engine.sampler import make_generator
 from gpu_engine.scheduler import Scheduler
 from gpu_engine.segments import BankSlot
 from gpu_engine.seq_state import SeqState
+from gpu_engine.step_buffers import StagingBuffer
 from gpu_engine.step_runner import run_step
 from gpu_engine.store import open_store
 from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest, Provenance
@@ -78,13 +81,15 @@ class Engine:
         self.tokenizer = AutoTokenizer.from_pretrained(config.model_path)
         self.spec = self.model.spec
         self.max_model_len = self.model.max_model_len
-        self.kv_cache = KVCache(self.spec, config.max_batch_size, self.max_model_len, self.model.dtype, self.model.device)
+        self.kv_cache = self._make_kv_cache(config)
+        self.step_staging = StagingBuffer(self.model.device)
+        self.decode_graphs = self._make_graphs(config)
         self.bank = LoraBank(self.spec, self.model.dtype, self.model.device)
         self.lora_backend = choose_backend(config.lora_backend, self.model.device)
         logger.info(
-            "engine ready: %s on %s, %d KV slots x %d positions (%.1f MiB), LoRA backend %s",
-            self.spec.arch, self.model.device, config.max_batch_size, self.max_model_len,
-            self.kv_cache.num_bytes / 2**20, self.lora_backend,
+            "engine ready: %s on %s, %d KV blocks x %d positions (%.1f MiB), LoRA backend %s, CUDA graphs %s",
+            self.spec.arch, self.model.device, self.kv_cache.num_blocks, self.kv_cache.block_size,
+            self.kv_cache.num_bytes / 2**20, self.lora_backend, "on" if self.decode_graphs else "off",
         )
         self.cache_stats = CacheStats()
         self._changed = threading.Condition()  # guards the inbox and aborts; notified when work may be runnable
@@ -98,11 +103,34 @@ class Engine:
             max_adapters_per_step=config.max_adapters_per_step,
             fairness=config.fairness,
             admit=self.adapter_cache.admit,
+            num_kv_blocks=self.kv_cache.num_blocks,
+            kv_block_size=self.kv_cache.block_size,
         )
         self._active: dict[str, _Active] = {}
         self._eos_ids = frozenset(self.spec.eos_token_ids)
         self._inbox: list[_Arrival] = []
         self._aborts: list[str] = []
+
+    def _make_kv_cache(self, config: EngineConfig) -> KVCache:
+        per_seq = blocks_for(self.max_model_len, config.kv_block_size)
+        num_blocks = config.kv_cache_blocks if config.kv_cache_blocks is not None else config.max_batch_size * per_seq
+        if num_blocks < per_seq:
+            raise ValueError(f"kv_cache_blocks={num_blocks} cannot hold one sequence of max_model_len "
+                             f"{self.max_model_len} ({per_seq} blocks of {config.kv_block_size})")
+        return KVCache(self.spec, num_blocks, config.kv_block_size, self.model.dtype, self.model.device)
+
+    def _make_graphs(self, config: EngineConfig) -> DecodeGraphs | None:
+        on_cuda = self.model.device.type == "cuda"
+        if config.cuda_graphs and not on_cuda:
+            raise ValueError("cuda_graphs needs a CUDA device")
+        if not (on_cuda if config.cuda_graphs is None else config.cuda_graphs):
+            return None
+        return DecodeGraphs(self, blocks_for(self.max_model_len, config.kv_block_size))
+
+    @property
+    def num_preemptions(self) -> int:
+        """Running requests whose KV blocks were taken back so far (each is then computed again)."""
+        return self._scheduler.num_preemptions
 
     @property
     def num_running(self) -> int:
@@ -339,7 +367,7 @@ class Engine:
         )
 
     def _release(self, active: _Active) -> None:
-        """The one way out for an accepted request: frees its KV slot and unpins its adapter."""
+        """The one way out for an accepted request: frees its KV blocks and unpins its adapter."""
         self._scheduler.finish(active.seq)
         self.adapter_cache.release(active.seq)
         del self._active[active.seq.request_id]

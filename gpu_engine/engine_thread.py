@@ -5,19 +5,27 @@ adapter is still loading (the engine's loader wakes it when a load ends). Every 
 request gets exactly one final event: from the engine, or INTERNAL if a step blows up, or
 CANCELLED at stop(). The adapter registry calls (`register_adapter`, `retire_adapter`,
 `prefetch`) and `cache_stats` pass through to the engine.
+
+`LoopHandoff` carries events from the engine thread to an asyncio loop: the events of one step
+reach the loop in one hand-off (one `call_soon_threadsafe`), not one per token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.cache_stats import CacheStats
-from gpu_engine.engine import Engine
 from gpu_engine.errors import EngineError
 from gpu_engine.types import FinishReason, GenerationEvent, GenerationRequest
+
+if TYPE_CHECKING:  # an annotation only: the service imports LoopHandoff without loading torch
+    from gpu_engine.engine import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -106,24 +114,37 @@ class EngineThread:
                 logger.exception("engine step raised")
                 self._fail_outstanding(FinishReason.ERROR, EngineError.code, repr(exc), drop=True)
                 continue
-            for event in events:
-                self._deliver(event)
+            self._deliver(events)
 
     def _notify(self) -> None:
         with self._wakeup:
             self._wakeup.notify()
 
-    def _deliver(self, event: GenerationEvent) -> None:
+    def _deliver(self, events: list[GenerationEvent]) -> None:
+        """One step's events: LoopHandoff callbacks get theirs in one hand-off, others one by one."""
         with self._wakeup:
-            callback = self._callbacks.get(event.request_id)
-            if callback is not None and event.is_final:
-                del self._callbacks[event.request_id]
-        if callback is None:
-            return
-        try:
-            callback(event)
-        except Exception:
-            logger.exception("on_event callback for %s raised", event.request_id)
+            targets = []
+            for event in events:
+                callback = self._callbacks.get(event.request_id)
+                if callback is not None and event.is_final:
+                    del self._callbacks[event.request_id]
+                targets.append(callback)
+        handoffs: dict[LoopHandoff, list] = {}
+        for event, callback in zip(events, targets):
+            if callback is None:
+                continue
+            if isinstance(callback, HandoffCallback):
+                handoffs.setdefault(callback.handoff, []).append((callback.fn, callback.args, event))
+                continue
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("on_event callback for %s raised", event.request_id)
+        for handoff, items in handoffs.items():
+            try:
+                handoff.put(items)
+            except Exception:  # the loop is closed: its requests' events have nowhere to go
+                logger.exception("hand-off of %d events failed", len(items))
 
     def _fail_outstanding(
         self, reason: FinishReason, code: str | None, message: str, drop: bool = False
@@ -138,3 +159,61 @@ class EngineThread:
                 callback(event)
             except Exception:
                 logger.exception("on_event callback for %s raised", request_id)
+
+
+class LoopHandoff:
+    """Runs engine callbacks on an asyncio loop, one wake-up per engine step.
+
+    `bind(fn, *args)` makes the callback to give `EngineThread.submit`. The EngineThread hands a
+    step's events for one LoopHandoff over together (`put`), after the step; called directly (by
+    another engine), a bound callback hands its one event over at once. The loop is woken
+    (`call_soon_threadsafe`) only when nothing is waiting yet, then runs `fn(*args, event)` for every
+    waiting event in arrival order (a request's events stay in order) and calls `after_batch()`
+    once. Safe under the GIL: the flag is cleared before the queue is drained, so events put during
+    a drain are run by it or schedule the next.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, after_batch: Callable[[], None] | None = None) -> None:
+        self._loop = loop
+        self._after_batch = after_batch
+        self._queue: deque[list[tuple[Callable[..., None], tuple, GenerationEvent]]] = deque()
+        self._scheduled = False
+        self.num_wakeups = 0  # loop wake-ups so far (a measure of batching)
+        self.num_events = 0  # events run on the loop so far
+
+    def bind(self, fn: Callable[..., None], *args: object) -> HandoffCallback:
+        """The callback that runs `fn(*args, event)` on the loop for each event."""
+        return HandoffCallback(self, fn, args)
+
+    def put(self, items: list[tuple[Callable[..., None], tuple, GenerationEvent]]) -> None:
+        """Queue `(fn, args, event)` items from any thread; wakes the loop unless a wake-up is pending."""
+        self._queue.append(items)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        self.num_wakeups += 1
+        queue = self._queue
+        while queue:
+            for fn, args, event in queue.popleft():
+                self.num_events += 1
+                try:
+                    fn(*args, event)
+                except Exception:  # one caller's bug must not lose the other events of the batch
+                    logger.exception("event callback for %s raised", event.request_id)
+        if self._after_batch is not None:
+            self._after_batch()
+
+
+class HandoffCallback:
+    """An `EventCallback` bound to a LoopHandoff (see LoopHandoff.bind)."""
+
+    __slots__ = ("handoff", "fn", "args")
+
+    def __init__(self, handoff: LoopHandoff, fn: Callable[..., None], args: tuple) -> None:
+        self.handoff, self.fn, self.args = handoff, fn, args
+
+    def __call__(self, event: GenerationEvent) -> None:
+        self.handoff.put([(self.fn, self.args, event)])

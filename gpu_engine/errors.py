@@ -108,3 +108,10 @@ class AdapterPatternUnsafeError(AdapterInvalidError):
     """A rank_pattern/alpha_pattern key that cannot be matched in linear time (or is too long, or too many)."""
 
     code = "adapter_pattern_unsafe"
+
+
+class DeviceBudgetError(AdapterUnavailableError):
+    """The adapter's LoRA bank slot does not fit `device_cache_bytes` beside the pinned adapters, or the
+    device is out of memory for it: refused where it is placed, never an OOM inside the scheduler."""
+
+    code = "device_budget_exceeded"

@@ -4,7 +4,8 @@ Keyed by (adapter_id, version). Thread-safe: loader threads put, the engine thre
 reads, registry threads invalidate. A key is pinned while a request waits for its adapter to
 reach the device (pins may precede the load), so the budget (`host_cache_bytes`) can be exceeded
 by adapters that waiting requests need; everything else is evicted least recently used first.
-On CUDA the loader stores page-locked tensors, so host→device copies run asynchronously.
+Entries are plain (pageable) host memory, so `host_cache_bytes` bounds what they hold; uploads
+to the device go through one page-locked staging buffer (adapter_upload.py), accounted there.
 """
 
 from __future__ import annotations

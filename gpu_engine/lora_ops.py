@@ -12,7 +12,8 @@ Backends, all reading the same `LoraBank` buffers in place (no per-token weight 
   used slots' weights ([k, r, in] + [k, r, out], k = segments — per adapter, never per token),
   since grouped_mm's cost grows with the group count even for empty groups (a 1024-slot r8
   bucket with 24 used slots: ~1.9 ms full vs ~0.25 ms gathered per projection on this CPU);
-- "triton": SGMV-style shrink/expand kernels per rank bucket (CUDA only, `triton_lora.py`).
+- "triton": SGMV-style shrink/expand kernels per rank bucket over fixed-capacity (segment, row
+  block) work items (CUDA; `triton_lora.py`, `lora_work_items.py`).
 With "loop" and "grouped", a bucket whose row i uses slot first_slot + i (the all-distinct
 decode case) runs as one `bmm` over the bank's slot range — a view of the bank, not a gather —
 and "grouped" runs a bucket with a single segment as a plain matmul pair. Measured on the
@@ -52,7 +53,18 @@ def choose_backend(requested: str, device: torch.device) -> str:
 class LoraStep:
     """The LoRA layout of one engine step: which rows use which bank slot."""
 
-    def __init__(self, bank: LoraBank, segments: Sequence[Segment], backend: str) -> None:
+    def __init__(
+        self,
+        bank: LoraBank,
+        segments: Sequence[Segment],
+        backend: str,
+        *,
+        num_rows: int | None = None,
+        static_shape: bool = False,
+    ) -> None:
+        """`num_rows`: the step's row count (padded, under CUDA graphs; default: the segments' end,
+        rounded up to a power of two). `static_shape` (Triton): launch every rank bucket of the bank
+        whether or not the step uses it, so a captured graph replays for any segment layout."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown LoRA backend {backend!r}")
         self.bank = bank
@@ -61,12 +73,13 @@ class LoraStep:
         # per rank bucket: its rows, its segments, grouped_mm offsets, and the slots to gather (or None: all)
         self.buckets: list[tuple[BucketRows, list[Segment], torch.Tensor | None, torch.Tensor | None]] = []
         self._triton = None
-        if not self.segments:
-            return
-        if backend == "triton":
-            from gpu_engine.triton_lora import TritonSegments
+        if backend == "triton" and (self.segments or static_shape):
+            from gpu_engine.triton_lora import TritonLoraStep
 
-            self._triton = TritonSegments(self.segments, bank.device)
+            rows = num_rows if num_rows is not None else _round_up_rows(max(s.end for s in self.segments))
+            self._triton = TritonLoraStep(bank, self.segments, rows, static_shape)
+            return
+        if not self.segments or backend == "triton":
             return
         for rows in group_buckets(self.segments, bank.capacities()):
             segs = [s for s in self.segments if s.rank == rows.rank]
@@ -82,11 +95,11 @@ class LoraStep:
 
     def apply(self, y: torch.Tensor, x: torch.Tensor, layer: int, proj: str) -> None:
         """y: [T, out] (updated in place), x: [T, in] — the projection's output and input."""
-        if not self.segments:
-            return
         key = (layer, proj)
         if self._triton is not None:
-            self._triton.apply(y, x, self.bank, key)
+            self._triton.apply(y, x, key)
+            return
+        if not self.segments:
             return
         for rows, segs, offs, used in self.buckets:
             bucket = self.bank.buckets[rows.rank]
@@ -108,6 +121,11 @@ class LoraStep:
                     if key in bucket.targets[seg.slot]:
                         shrunk = F.linear(x[seg.start : seg.end], a[seg.slot])  # [m, r]
                         y[seg.start : seg.end].addmm_(shrunk, b[seg.slot])
+
+
+def _round_up_rows(num_rows: int) -> int:
+    """A power of two >= 16: steps of similar size share the Triton backend's buffers and launch constants."""
+    return max(16, 1 << (num_rows - 1).bit_length())
 
 
 def lora_delta_reference(

@@ -1,9 +1,13 @@
 """Scheduler: who runs in the next step and with how many tokens. Pure Python, no torch.
 
 Each step: every running decode gets its one token first, then unfinished prefills, then waiting
-requests are admitted while a KV slot is free, all within `max_step_tokens`; a prompt longer than
-what is left of the budget is prefilled in chunks over several steps. Running requests are never
-preempted.
+requests are admitted while fewer than `max_batch_size` run and the paged KV cache has free
+blocks for the whole prompt, all within `max_step_tokens`; a prompt longer than what is left of
+the budget is prefilled in chunks over several steps. KV blocks are taken as a sequence grows
+(`block_table.py`). When a decode finds no free block, the newest running sequence not yet
+scheduled this step is preempted: its blocks are freed and it goes back to the head of its
+tenant's queue, to be computed again from its first token (recompute; it keeps its adapter's
+bank slot). A prefill chunk that does not fit is cut to the free blocks, or waits.
 
 Admission is fair across tenants (adapters; None = the base model): with fairness="vtc" the
 tenant with the smallest virtual token counter goes next (see fairness.py), FIFO within a tenant;
@@ -18,18 +22,17 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
+from gpu_engine.block_table import BlockAllocator
 from gpu_engine.fairness import Tenant, VirtualTokenCounters, service_cost
 from gpu_engine.seq_state import SeqState
-from gpu_engine.slots import SlotAllocator
 
 FAIRNESS_POLICIES = ("vtc", "fifo")
 
 
-@dataclass(frozen=True)
-class ScheduledChunk:
-    """Feed `num_tokens` of `seq`'s pending tokens this step."""
+class ScheduledChunk(NamedTuple):
+    """Feed `num_tokens` of `seq`'s pending tokens this step (a tuple: one is made per sequence per step)."""
 
     seq: SeqState
     num_tokens: int
@@ -55,7 +58,10 @@ class Scheduler:
         fairness: str = "vtc",
         admit: Callable[[SeqState], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        num_kv_blocks: int | None = None,
+        kv_block_size: int = 16,
     ) -> None:
+        """`num_kv_blocks=None`: no KV memory limit (only `max_batch_size` bounds admission)."""
         if max_batch_size < 1 or max_step_tokens < max_batch_size:
             raise ValueError("need max_batch_size >= 1 and max_step_tokens >= max_batch_size")
         if max_adapters_per_step is not None and max_adapters_per_step < 1:
@@ -71,7 +77,10 @@ class Scheduler:
         self.cap_quantum = float(max_step_tokens)
         self._admit = admit
         self._clock = clock
-        self.slots = SlotAllocator(max_batch_size)
+        self.max_batch_size = max_batch_size
+        self.kv_blocks = BlockAllocator(num_kv_blocks if num_kv_blocks is not None else 1 << 62, kv_block_size)
+        self.num_preemptions = 0
+        self._requeued = 0  # arrival numbers of preempted sequences: below every real arrival
         self._vtc = VirtualTokenCounters()
         self._arrivals = 0
         # waiting: per-tenant FIFO of (arrival, seq); entries of sequences finished while waiting
@@ -125,21 +134,11 @@ class Scheduler:
             heapq.heappush(self._deadlines, (deadline, arrival, seq))
 
     def finish(self, seq: SeqState) -> None:
-        """Drop a sequence, waiting or running, and free its slot."""
+        """Drop a sequence, waiting or running, and free its KV blocks."""
         rid = seq.request_id
         if self._running.get(rid) is seq:
-            del self._running[rid]
-            self.slots.release(seq.kv_slot)
-            seq.kv_slot = None
-            tenant = tenant_of(seq)
-            left = self._num_running_by[tenant] - 1
-            if left:
-                self._num_running_by[tenant] = left
-            else:
-                del self._num_running_by[tenant]
-                if tenant is not None:
-                    self._num_running_adapters -= 1
-                self._maybe_idle(tenant)
+            self._stop_running(seq)
+            self._maybe_idle(tenant_of(seq))
         elif self._waiting.get(rid) is seq:
             self._drop_waiting(seq)
         elif self._expired.get(rid) is seq:
@@ -166,21 +165,85 @@ class Scheduler:
         budget = self.max_step_tokens
         chunks: list[ScheduledChunk] = []
         prefilling = []
-        for seq in self._running.values():
-            if seq.num_pending == 1:
-                budget -= self._add_chunk(chunks, seq, 1)
-            else:
+        preempted: set[SeqState] = set()
+        decodes_by: dict[Tenant, int] = {}
+        block_size = self.kv_blocks.block_size
+        for seq in list(self._running.values()):  # the decode loop: per sequence, as little as possible
+            if seq.num_computed + 1 != len(seq.token_ids) or (preempted and seq in preempted):
                 prefilling.append(seq)
+                continue
+            if seq.num_computed >= len(seq.kv_blocks) * block_size and not self._grow_or_preempt(seq, chunks, preempted):
+                continue
+            if seq.num_computed < seq.num_prompt_tokens:  # the last prompt token: charged as prompt
+                self._add_chunk(chunks, seq, 1)
+                continue
+            chunks.append(ScheduledChunk(seq, 1))
+            tenant = seq.request.adapter_id
+            decodes_by[tenant] = decodes_by.get(tenant, 0) + 1
+        budget -= len(chunks)
+        for tenant, count in decodes_by.items():
+            self._vtc.charge(tenant, count * service_cost(0, 1))
         for seq in prefilling:
             if budget == 0:
                 return chunks
-            budget -= self._add_chunk(chunks, seq, min(seq.num_pending, budget))
-        if budget > 0 and self._waiting and self.slots.can_allocate():
+            if seq in preempted:
+                continue
+            num_tokens = min(seq.num_pending, budget, self._room(seq))
+            if num_tokens > 0:
+                self.kv_blocks.grow(seq.kv_blocks, seq.num_computed + num_tokens)
+                budget -= self._add_chunk(chunks, seq, num_tokens)
+        if budget > 0 and self._waiting and len(self._running) < self.max_batch_size:
             self._admit_waiting(chunks, budget)
         return chunks
 
+    def _room(self, seq: SeqState) -> int:
+        """Tokens the sequence can still take with its blocks and the free ones."""
+        capacity = (len(seq.kv_blocks) + min(self.kv_blocks.num_free, 1 << 30)) * self.kv_blocks.block_size
+        return capacity - seq.num_computed
+
+    def _grow_or_preempt(self, seq: SeqState, chunks: list[ScheduledChunk], preempted: set[SeqState]) -> bool:
+        """A block for the decode of `seq`: preempt the newest running sequence with no chunk this
+        step until one is free; False when `seq` itself was the one preempted."""
+        while not self.kv_blocks.grow(seq.kv_blocks, seq.num_computed + 1):
+            scheduled = {chunk.seq for chunk in chunks}
+            victim = next((o for o in reversed(self._running.values()) if o is not seq and o not in scheduled), seq)
+            self._preempt(victim)
+            preempted.add(victim)
+            if victim is seq:
+                return False
+        return True
+
+    def _preempt(self, seq: SeqState) -> None:
+        """Free a running sequence's blocks and put it back at the head of its tenant's queue."""
+        self._stop_running(seq)
+        seq.num_computed = 0
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self._requeued -= 1
+        tenant = tenant_of(seq)
+        self._queues.setdefault(tenant, deque()).appendleft((self._requeued, seq))
+        self._waiting[seq.request_id] = seq
+        self._num_waiting_by[tenant] = self._num_waiting_by.get(tenant, 0) + 1
+
+    def _stop_running(self, seq: SeqState) -> None:
+        del self._running[seq.request_id]
+        self.kv_blocks.free(seq.kv_blocks)
+        seq.kv_blocks = []
+        tenant = tenant_of(seq)
+        left = self._num_running_by[tenant] - 1
+        if left:
+            self._num_running_by[tenant] = left
+        else:
+            del self._num_running_by[tenant]
+            if tenant is not None:
+                self._num_running_adapters -= 1
+
     def _admit_waiting(self, chunks: list[ScheduledChunk], budget: int) -> None:
-        """Admit waiting sequences, best tenant first, while a slot and budget last.
+        """Admit waiting sequences, best tenant first, while batch room, KV blocks and budget last.
+
+        A sequence is admitted only when blocks for its whole pending tokens are free (blocks for
+        its first chunk are taken now, the rest as it grows); when the best one does not fit,
+        admission stops for this step, so a long prompt is not overtaken forever.
 
         One heap entry per tenant with waiting work: O(tenants + admitted * log tenants), and each
         tenant is skipped (cap, or `admit` said no) at most once per step.
@@ -193,7 +256,7 @@ class Scheduler:
             heap.append((self._vtc[tenant] if vtc else 0.0, arrival, tenant))
         heapq.heapify(heap)
         hold: float | None = None  # counter of a cap-blocked tenant that is owed service (vtc)
-        while heap and budget > 0 and self.slots.can_allocate():
+        while heap and budget > 0 and len(self._running) < self.max_batch_size:
             priority, _, tenant = heapq.heappop(heap)
             new_adapter = tenant is not None and tenant not in self._num_running_by
             if hold is not None and tenant is not None and priority > hold + self.cap_quantum:
@@ -205,15 +268,18 @@ class Scheduler:
                     hold = priority
                 continue
             _, seq = self._head(tenant)
-            if self._admit is not None and not self._admit(seq):
+            if not self.kv_blocks.can_allocate(self.kv_blocks.blocks_for(len(seq.token_ids))):
+                break
+            if seq.bank_slot is None and self._admit is not None and not self._admit(seq):
                 continue  # adapter not ready: the tenant sits this step out, others go on
             self._drop_waiting(seq, idle=False)
-            seq.kv_slot = self.slots.allocate()
+            num_tokens = min(seq.num_pending, budget)
+            self.kv_blocks.grow(seq.kv_blocks, num_tokens)
             self._running[seq.request_id] = seq
             self._num_running_by[tenant] = self._num_running_by.get(tenant, 0) + 1
             if new_adapter:
                 self._num_running_adapters += 1
-            budget -= self._add_chunk(chunks, seq, min(seq.num_pending, budget))
+            budget -= self._add_chunk(chunks, seq, num_tokens)
             if tenant in self._num_waiting_by:
                 arrival, _ = self._head(tenant)
                 heapq.heappush(heap, (self._vtc[tenant] if vtc else 0.0, arrival, tenant))
@@ -263,7 +329,7 @@ class Scheduler:
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             _, _, seq = heapq.heappop(heap)
-            if self._waiting.get(seq.request_id) is seq:
+            if self._waiting.get(seq.request_id) is seq and not seq.num_preemptions:  # started: runs to its end
                 self._drop_waiting(seq)
                 self._expired[seq.request_id] = seq
         if len(heap) > 2 * len(self._waiting) + 64:  # entries of admitted sequences pile up

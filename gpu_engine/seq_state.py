@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.segments import BankSlot
@@ -17,7 +17,9 @@ class SeqState:
 
     `adapter_ref` is the adapter version resolved when the request arrived (None = the base
     model); `bank_slot` where its weights sit in the LoRA bank (rank, index), set at admission and
-    pinned until the sequence finishes; `kv_slot` its row of the KV cache while it runs.
+    pinned until the sequence finishes; `kv_blocks` its block table in the paged KV cache while it
+    runs (position p in block `kv_blocks[p // block_size]`), emptied when it finishes or is
+    preempted (then `num_computed` goes back to 0 and every token is computed again).
     """
 
     request: GenerationRequest
@@ -26,8 +28,9 @@ class SeqState:
     bank_slot: BankSlot | None = None
     adapter_ref: AdapterRef | None = None
     num_computed: int = 0  # tokens whose keys/values are in the cache
-    kv_slot: int | None = None  # KV-cache slot while running (not its adapter's bank slot)
+    kv_blocks: list[int] = field(default_factory=list)  # KV-cache block table (not its adapter's bank slot)
     num_new_tokens: int = 0
+    num_preemptions: int = 0  # times its KV blocks were taken back (it is then computed again)
     adapter_tier: str | None = None  # where its adapter was when it arrived: "device", "host" or "store"
 
     @classmethod

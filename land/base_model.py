@@ -1,4 +1,4 @@
-"""The land's base: a tiny Llama pretrained for a few minutes on generic text, built once and cached.
+"""The land's base: a tiny Llama (or Qwen2) pretrained for a few minutes on generic text, built once and cached.
 
 A random-weight base knows nothing, so "the adapter beats the base" would be empty. This one
 reads `corpus` (the tasks' words in plain sentences, no task formats) with a BPE tokenizer
@@ -28,12 +28,14 @@ _FORMAT_VERSION = 3  # bump when the corpus or the loop changes what a config bu
 _WEIGHT_DECAY = 0.01
 _MAX_GRAD_NORM = 1.0
 _MIN_LR_RATIO = 0.1  # the cosine ends at a tenth of the peak learning rate
+ARCHS = ("llama", "qwen2")  # the families the land pretrains (gpu_engine.tiny builds them)
 
 
 @dataclass(frozen=True)
 class BaseModelConfig:
-    """The base's shape, its corpus and tokenizer sizes, and its pretraining steps."""
+    """The base's family (`arch`), shape, corpus and tokenizer sizes, and its pretraining steps."""
 
+    arch: str = "llama"
     hidden: int = 128
     layers: int = 4
     heads: int = 4
@@ -50,9 +52,11 @@ class BaseModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name != "seed" and not value > 0:
+            if field.name not in ("arch", "seed") and not value > 0:
                 raise ValueError(f"{field.name} must be > 0")
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ValueError("hidden must be a multiple of heads, heads a multiple of kv_heads")
@@ -62,7 +66,10 @@ class BaseModelConfig:
             raise ValueError("warmup_steps must be < steps")
 
     def fingerprint(self) -> str:
-        body = json.dumps({"v": _FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["arch"] == "llama":  # a Llama keeps the fingerprint it had before `arch` existed
+            del fields["arch"]
+        body = json.dumps({"v": _FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 
@@ -89,7 +96,7 @@ def cached_base(cache_dir: str | Path, config: BaseModelConfig, on_step: Progres
 
 
 def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None = None) -> Path:
-    """Tokenizer + random Llama + causal-LM pretraining on the generic corpus, saved in `out_dir`."""
+    """Tokenizer + a random model of `config.arch` + causal-LM pretraining on the generic corpus, saved in `out_dir`."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -99,6 +106,7 @@ def build_base(out_dir: Path, config: BaseModelConfig, on_step: Progress | None 
     tokenizer = build_tiny_tokenizer(out_dir / "tokenizer", config.vocab_size, lines=lines)
     build_tiny_model(
         out_dir,
+        arch=config.arch,
         hidden=config.hidden,
         layers=config.layers,
         heads=config.heads,

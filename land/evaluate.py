@@ -54,6 +54,7 @@ class EvalItem:
     gold: str
     adapter_id: str | None
     max_new_tokens: int
+    base: str | None = None  # the base model's name on the wire (its lane); None: the deployment's default
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,11 @@ class Answer:
     latency_ms: float = 0.0
 
 
-def plan_requests(tasks: Sequence[Task], adapter_ids: dict[str, str], config: EvalConfig) -> list[EvalItem]:
-    """Base and adapter requests for every test row, shuffled together (seeded)."""
+def plan_requests(
+    tasks: Sequence[Task], adapter_ids: dict[str, str], config: EvalConfig, base: str | None = None
+) -> list[EvalItem]:
+    """Base and adapter requests for every test row, shuffled together (seeded), for the base named
+    `base` (None: the deployment's default)."""
     missing = [task.name for task in tasks if task.name not in adapter_ids]
     if missing:
         raise ValueError(f"no adapter id for task(s) {missing}")
@@ -74,7 +78,7 @@ def plan_requests(tasks: Sequence[Task], adapter_ids: dict[str, str], config: Ev
         rows = task.test[: config.max_test_rows]
         for target, adapter_id in ((BASE, None), (ADAPTER, adapter_ids[task.name])):
             items.extend(
-                EvalItem(task.name, target, i, row.prompt, row.completion, adapter_id, task.spec.max_new_tokens)
+                EvalItem(task.name, target, i, row.prompt, row.completion, adapter_id, task.spec.max_new_tokens, base)
                 for i, row in enumerate(rows)
             )
     random.Random(config.shuffle_seed).shuffle(items)
@@ -93,9 +97,10 @@ async def collect_answers(
     async def ask(item: EvalItem) -> Answer:
         async with gate:
             started = time.monotonic()
+            lane = {} if item.base is None else {"base": item.base}
             try:
                 final = await client.generate(
-                    item.prompt, item.adapter_id, max_new_tokens=item.max_new_tokens, timeout_s=config.timeout_s
+                    item.prompt, item.adapter_id, max_new_tokens=item.max_new_tokens, timeout_s=config.timeout_s, **lane
                 )
             except LorastreamError as exc:
                 answer = Answer(item, "", error=f"{type(exc).__name__}: {exc}")
@@ -164,11 +169,17 @@ async def evaluate(
     items = plan_requests(tasks, adapter_ids, config)
     started = time.monotonic()
     answers = await collect_answers(client, items, config, on_answer)
-    wall_s = time.monotonic() - started
+    return eval_result(tasks, answers, adapter_ids, time.monotonic() - started, title)
+
+
+def eval_result(
+    tasks: Sequence[Task], answers: Sequence[Answer], adapter_ids: dict[str, str], wall_s: float, title: str
+) -> EvalResult:
+    """The scores of one base's answers (base and adapter requests), with the run's wall time."""
     latencies = sorted(a.latency_ms for a in answers if a.error is None)
     return EvalResult(
         tasks=tuple(score_answers(tasks, answers, adapter_ids)),
-        num_requests=len(items),
+        num_requests=len(answers),
         wall_s=wall_s,
         latency_ms_p50=latencies[len(latencies) // 2] if latencies else 0.0,
         title=title,

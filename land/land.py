@@ -1,41 +1,40 @@
-"""`lorastream land` (`make land`): LoRA Land in miniature, end to end, on the embedded broker.
+"""`lorastream land` (`make land`): LoRA Land in miniature — a matrix of bases × tasks — end to end,
+on the embedded broker.
 
-1. the tiny base: pretrained once on generic text (`base_model`), then cached;
+1. the bases: two small ones of two families (Llama, Qwen2) and a larger few-shot one, each
+   pretrained once on generic text (`base_model`, `bases`), then cached;
 2. the tasks' train/test JSONL written under the run folder;
-3. the embedded Tansu broker; training workers in this process (each job a subprocess); one
-   TrainingRequest per task on Kafka → progress events → completed + AdapterEvent;
-4. an inference consumer serving the base and every new adapter at once; every test prompt to
-   the base and to its task's adapter in one mixed run through Kafka (`evaluate`);
-5. the leaderboard, and docs/land.md + docs/bench/land.json|png.
+3. the embedded Tansu broker; per small base, training workers of that base in this process (each
+   job a subprocess); one TrainingRequest per task naming the base → progress events → completed +
+   AdapterEvent;
+4. every base served at once, each by its own inference consumer in its own lane; every test prompt
+   of every (base, task) to the base and to its adapter, and every few-shot prompt to the larger
+   base, in one mixed run through Kafka (`matrix_run`);
+5. the matrix, and docs/land.md + docs/bench/land.json|png.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from land.base_model import BaseModelConfig, built_base, cached_base
+from land.base_model import BaseModelConfig
+from land.base_builds import build_bases
+from land.bases import DEFAULT_BASES, FEWSHOT_BASE, LandBase, model_summary
 from land.evaluate import EvalConfig
+from land.fewshot import DEFAULT_MAX_SHOTS
 from land.land_doc import write_land_report
-from land.report import leaderboard
-from land.results import EvalResult
-from land.session import serve_and_evaluate
+from land.matrix import MatrixResult
+from land.matrix_report import fewshot_line, matrix_table
+from land.matrix_run import LandLane, fewshot_plan, serve_and_evaluate_matrix
 from land.tasks import BUILTIN_TASKS, builtin_task, materialize_task
-from land.training_run import (
-    FineTune,
-    TrainedAdapter,
-    balanced_job_ids,
-    running_workers,
-    train_all,
-)
-from consumers.training.config import TrainWorkerConfig
+from land.training_run import FineTune, TrainedAdapter, fine_tune_base, trained_summary
 from streamer import (
     KafkaConfig,
     TansuBroker,
@@ -56,7 +55,9 @@ class LandConfig:
     workdir: str = ".cache/land"
     docs_dir: str | None = "docs"  # None: write no docs (quick runs, tests)
     tasks: tuple[str, ...] = tuple(BUILTIN_TASKS)
-    base: BaseModelConfig = field(default_factory=BaseModelConfig)
+    bases: tuple[LandBase, ...] = DEFAULT_BASES  # the matrix's rows: each fine-tuned on every task
+    fewshot_base: LandBase | None = FEWSHOT_BASE  # the few-shot column (None: none)
+    max_shots: int = DEFAULT_MAX_SHOTS  # examples in a few-shot prompt, fewer where they do not fit
     steps: int = 150
     learning_rate: float = 5e-3
     rank: int = 16
@@ -65,20 +66,53 @@ class LandConfig:
     max_seq_len: int = 128
     num_workers: int = 2
     torch_threads: int = 1  # of this process (pretraining, serving); each training job gets cores / workers
+    pretrain_processes: int = 2  # bases pretrained side by side, one process (one thread) each
     max_test_rows: int | None = None
     adapter_prefix: str = "land/"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        object.__setattr__(self, "bases", tuple(self.bases))
+        names = [b.name for b in self.bases] + ([self.fewshot_base.name] if self.fewshot_base else [])
+        if not self.bases or len(set(names)) != len(names):
+            raise ValueError(f"bases must be one or more, with distinct names; got {names}")
+        configs = [b.model for b in self.bases] + ([self.fewshot_base.model] if self.fewshot_base else [])
+        if len({c.fingerprint() for c in configs}) != len(configs):
+            raise ValueError("two bases of the land would be the same model")
+        if self.max_shots < 0:
+            raise ValueError("max_shots must be >= 0")
         unknown = [t for t in self.tasks if t not in BUILTIN_TASKS]
         if not self.tasks or unknown:
             raise ValueError(f"tasks must be built-in ({', '.join(BUILTIN_TASKS)}); unknown: {unknown}")
-        if min(self.steps, self.rank, self.batch_size, self.num_workers, self.torch_threads) < 1:
-            raise ValueError("steps, rank, batch_size, num_workers and torch_threads must be >= 1")
+        if min(self.steps, self.rank, self.batch_size, self.num_workers, self.torch_threads, self.pretrain_processes) < 1:
+            raise ValueError("steps, rank, batch_size, num_workers, torch_threads and pretrain_processes must be >= 1")
         if not 0 < self.learning_rate <= 1:
             raise ValueError("learning_rate must be within (0, 1]")
         if self.max_test_rows is not None and self.max_test_rows < 1:
             raise ValueError("max_test_rows must be >= 1")
+
+    @property
+    def base(self) -> BaseModelConfig:
+        """The first base's config (the one the demo and `land --base-only` use)."""
+        return self.bases[0].model
+
+    @property
+    def every_base(self) -> tuple[LandBase, ...]:
+        """The bases to build: the fine-tuned ones, then the few-shot one."""
+        return (*self.bases, *([self.fewshot_base] if self.fewshot_base else []))
+
+    def describe(self) -> dict:
+        """The run's settings as land.json records them."""
+        return {
+            "tasks": list(self.tasks),
+            "steps": self.steps,
+            "learning_rate": self.learning_rate,
+            "rank": self.rank,
+            "target_modules": list(self.target_modules),
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "max_shots": self.max_shots,
+        }
 
     def replace(self, **changes) -> LandConfig:
         return dataclasses.replace(self, **changes)
@@ -102,12 +136,14 @@ class LandConfig:
 
 
 def quick_config(workdir: str) -> LandConfig:
-    """A smoke run in a few minutes: smaller base, three tasks, few steps and rows, no docs."""
+    """A smoke run in a few minutes: one base, less pretrained, no few-shot column; three tasks, few
+    steps and rows, no docs."""
     return LandConfig(
         workdir=workdir,
         docs_dir=None,
         tasks=("sentiment", "topic", "data_to_text"),
-        base=BaseModelConfig(steps=200, corpus_lines=2000),
+        bases=(LandBase("llama", BaseModelConfig(steps=200, corpus_lines=2000)),),
+        fewshot_base=None,
         steps=30,
         max_test_rows=20,
     )
@@ -115,8 +151,8 @@ def quick_config(workdir: str) -> LandConfig:
 
 @dataclass(frozen=True)
 class LandOutcome:
-    result: EvalResult
-    trained: tuple[TrainedAdapter, ...]
+    result: MatrixResult
+    trained: dict[str, tuple[TrainedAdapter, ...]]  # base name → its adapters
     timings_s: dict[str, float]
 
 
@@ -140,116 +176,74 @@ async def _run(config: LandConfig, console: Console) -> LandOutcome:
     started = time.monotonic()
     console.rule("[bold]lorastream land — LoRA Land in miniature")
     workdir = Path(config.workdir)
-    base_dir = await asyncio.to_thread(base_with_progress, workdir, config.base, console)
+    base_dirs = await asyncio.to_thread(build_bases, workdir, config.every_base, console, config.pretrain_processes)
     timings["base_s"] = time.monotonic() - started
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     tasks = [builtin_task(name) for name in config.tasks]
     files = {task.name: materialize_task(task, run_dir / "data") for task in tasks}
-    adapter_ids = {task.name: f"{config.adapter_prefix}{task.name}" for task in tasks}
+    lanes = [
+        LandLane(
+            base.name,
+            base_dirs[base.name],
+            run_dir / "adapters",
+            {task.name: f"{config.adapter_prefix}{base.name}/{task.name}" for task in tasks},
+        )
+        for base in config.bases
+    ]
     with TansuBroker() as broker:
         kafka = KafkaConfig(bootstrap_servers=broker.bootstrap_servers)
         topics = TopicNames("lorastream")
-        console.print(f"embedded Tansu broker at [cyan]{broker.bootstrap_servers}[/]; base [cyan]{base_dir}[/]")
+        console.print(f"embedded Tansu broker at [cyan]{broker.bootstrap_servers}[/]")
         await ensure_topics(kafka, default_topic_specs(topics, training_partitions=config.num_workers))
         phase = time.monotonic()
-        trained = await _fine_tune(kafka, topics, config, base_dir, run_dir, files, adapter_ids, console)
+        trained = {}
+        for lane in lanes:
+            fine_tunes = [
+                FineTune(name, lane.adapter_ids[name], str(files[name].train_path.resolve()),
+                         config.hyperparameters(), base_model=lane.base_name)
+                for name in config.tasks
+            ]
+            console.print(
+                f"fine-tuning {len(fine_tunes)} adapters of [cyan]{lane.name}[/] ({lane.base_name}) through "
+                f"training events ({config.num_workers} workers of that base)"
+            )
+            trained[lane.name] = tuple(await fine_tune_base(
+                kafka, topics, lane.model_dir, fine_tunes, run_dir, lane.adapter_root, config.num_workers, console
+            ))
         timings["train_s"] = time.monotonic() - phase
         phase = time.monotonic()
         eval_config = EvalConfig(max_test_rows=config.max_test_rows)
-        result = await serve_and_evaluate(
-            kafka, topics, base_dir, run_dir / "adapters", tasks, adapter_ids, eval_config, console
-        )
+        fewshot = None
+        if config.fewshot_base is not None:
+            few = LandLane(config.fewshot_base.name, base_dirs[config.fewshot_base.name])
+            # the longest context it was pretrained on: a longer prompt would be new to it
+            context = config.fewshot_base.model.seq_len_tokens
+            fewshot = (few, fewshot_plan(few, tasks, context, config.max_shots, eval_config))
+        result = await serve_and_evaluate_matrix(kafka, topics, tasks, lanes, fewshot, eval_config, console)
         timings["eval_s"] = time.monotonic() - phase
     timings["total_s"] = time.monotonic() - started
-    console.print(leaderboard(result))
+    console.print(matrix_table(result))
+    for name, scores in result.bases.items():
+        console.print(f"{name}: mean gain [bold]{scores.mean_gain_points:+.1f}[/] points over {len(tasks)} tasks")
+    if result.fewshot is not None:
+        console.print(fewshot_line(result))
     console.print(
-        f"mean gain [bold]{result.mean_gain_points:+.1f}[/] points over {len(tasks)} tasks; "
-        f"wall time {timings['total_s']:.0f}s (base {timings['base_s']:.0f}s, fine-tunes {timings['train_s']:.0f}s, "
+        f"wall time {timings['total_s']:.0f}s (bases {timings['base_s']:.0f}s, fine-tunes {timings['train_s']:.0f}s, "
         f"evaluation {timings['eval_s']:.0f}s)"
     )
-    outcome = LandOutcome(result, tuple(trained), timings)
+    outcome = LandOutcome(result, trained, timings)
     if config.docs_dir is not None:
-        paths = write_land_report(Path(config.docs_dir), result, _summary(config, outcome), base_dir)
+        paths = write_land_report(Path(config.docs_dir), result, _summary(config, outcome, base_dirs))
         console.print("wrote " + ", ".join(str(p) for p in paths))
     return outcome
 
 
-def base_with_progress(workdir: Path, config: BaseModelConfig, console: Console) -> Path:
-    """The land's base for `config` under `workdir`: pretrained once with a bar on `console`, then cached."""
-    built = built_base(workdir, config)
-    if built is not None:
-        return built
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("[bold]pretraining base"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=console,
-    )
-    with bar:
-        progress_id = bar.add_task("base", total=config.steps, loss="")
-        return cached_base(
-            workdir, config, lambda step, total, loss: bar.update(progress_id, completed=step, loss=f"loss {loss:.3f}")
-        )
-
-
-async def _fine_tune(kafka, topics, config: LandConfig, base_dir: Path, run_dir: Path, files, adapter_ids, console):
-    worker_configs = [
-        TrainWorkerConfig(
-            base_model_path=str(base_dir),
-            adapter_root=str(run_dir / "adapters"),
-            work_dir=str(run_dir / "jobs"),
-            dataset_roots=(str((run_dir / "data").resolve()),),
-            device="cpu",
-            job_threads=max(1, (os.cpu_count() or 1) // config.num_workers),
-            checkpoint_every_steps=max(config.steps, 1),
-            progress_interval_s=1.0,
-            training_partitions=config.num_workers,
-        )
-        for _ in range(config.num_workers)
-    ]
-    fine_tunes = [
-        FineTune(name, adapter_ids[name], str(files[name].train_path.resolve()), config.hyperparameters())
-        for name in config.tasks
-    ]
-    job_ids = balanced_job_ids(list(config.tasks), config.num_workers, salt=base_dir.name)
-    console.print(f"fine-tuning {len(fine_tunes)} adapters through training events ({config.num_workers} workers)")
-    async with running_workers(kafka, topics, worker_configs):
-        return await train_all(kafka, topics, fine_tunes, job_ids, console)
-
-
-def _summary(config: LandConfig, outcome: LandOutcome) -> dict:
-    """What land.json records beside the scores: timings, configuration, each fine-tune's result."""
+def _summary(config: LandConfig, outcome: LandOutcome, base_dirs: dict[str, Path]) -> dict:
+    """What land.json records beside the scores: timings, configuration, the bases, each fine-tune."""
     return {
         "timings_s": outcome.timings_s,
-        "config": {
-            "tasks": list(config.tasks),
-            "steps": config.steps,
-            "learning_rate": config.learning_rate,
-            "rank": config.rank,
-            "target_modules": list(config.target_modules),
-            "batch_size": config.batch_size,
-            "num_workers": config.num_workers,
-            "base": dataclasses.asdict(config.base),
-        },
-        "training": {
-            t.task: {
-                "adapter_id": t.adapter_id,
-                "version": t.registered.version,
-                "checksum": t.registered.checksum,
-                "final_loss": t.completed.loss,
-                "metrics": t.completed.metrics,
-            }
-            for t in outcome.trained
-        },
+        "config": config.describe(),
+        "models": {base.name: model_summary(base, base_dirs[base.name]) for base in config.every_base},
+        "training": {base: trained_summary(trained) for base, trained in outcome.trained.items()},
     }

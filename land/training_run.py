@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
@@ -52,12 +54,13 @@ class TrainingFailed(LandError):
 
 @dataclass(frozen=True)
 class FineTune:
-    """One adapter to train: its task, id, training JSONL and TrainingRequest hyperparameters."""
+    """One adapter to train: its task, id, training JSONL, TrainingRequest hyperparameters and base."""
 
     task: str
     adapter_id: str
     train_path: str
     hyperparameters: dict
+    base_model: str | None = None  # the base the request names (None: the worker's own)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,37 @@ async def running_workers(
         await asyncio.wait_for(asyncio.gather(*runs, return_exceptions=True), _STOP_TIMEOUT_S)
 
 
+async def fine_tune_base(
+    kafka: KafkaConfig,
+    topics: TopicNames,
+    base_dir: Path,
+    fine_tunes: Sequence[FineTune],
+    run_dir: Path,
+    adapter_root: Path,
+    num_workers: int,
+    console: Console,
+) -> list[TrainedAdapter]:
+    """`fine_tunes` of the base in `base_dir`, run by `num_workers` training workers of that base
+    (started for them, stopped after); jobs under `run_dir`/jobs, data read within `run_dir`/data."""
+    worker_configs = [
+        TrainWorkerConfig(
+            base_model_path=str(base_dir),
+            adapter_root=str(adapter_root),
+            work_dir=str(run_dir / "jobs"),
+            dataset_roots=(str((run_dir / "data").resolve()),),
+            device="cpu",
+            job_threads=max(1, (os.cpu_count() or 1) // num_workers),
+            checkpoint_every_steps=max(max(ft.hyperparameters.get("max_steps", 1) for ft in fine_tunes), 1),
+            progress_interval_s=1.0,
+            training_partitions=num_workers,
+        )
+        for _ in range(num_workers)
+    ]
+    job_ids = balanced_job_ids([ft.task for ft in fine_tunes], num_workers, salt=base_dir.name)
+    async with running_workers(kafka, topics, worker_configs):
+        return await train_all(kafka, topics, fine_tunes, job_ids, console)
+
+
 async def train_all(
     kafka: KafkaConfig, topics: TopicNames, fine_tunes: Sequence[FineTune], job_ids: dict[str, str], console: Console
 ) -> list[TrainedAdapter]:
@@ -148,6 +182,7 @@ async def _train_one(
         fine_tune.adapter_id,
         DatasetRef(uri=fine_tune.train_path, task=fine_tune.task),
         job_id=job_id,
+        base_model=fine_tune.base_model,
         overwrite=True,
         **fine_tune.hyperparameters,
     )
@@ -189,3 +224,17 @@ async def read_registry(kafka: KafkaConfig, topics: TopicNames, adapter_ids: set
     finally:
         await consumer.stop()
     return latest
+
+
+def trained_summary(trained: Sequence[TrainedAdapter]) -> dict:
+    """Per task, the fine-tune's adapter, its registered version and checksum, and its training result."""
+    return {
+        t.task: {
+            "adapter_id": t.adapter_id,
+            "version": t.registered.version,
+            "checksum": t.registered.checksum,
+            "final_loss": t.completed.loss,
+            "metrics": t.completed.metrics,
+        }
+        for t in trained
+    }

@@ -33,6 +33,7 @@ class ErrorCode(str, enum.Enum):
     ADAPTER_PATTERN_UNSAFE = "adapter_pattern_unsafe"  # rank/alpha pattern that cannot be matched in linear time
     PROMPT_TOO_LONG = "prompt_too_long"  # more tokens than the model's context allows
     CHAT_TEMPLATE_MISSING = "chat_template_missing"  # chat messages for a model whose tokenizer has no chat template
+    BASE_NOT_SERVED = "base_not_served"  # no consumer serves the request's base (or not on this topic)
     REPLY_TOPIC_REFUSED = "reply_topic_refused"  # reply_to outside the reply-topic pattern, or a service topic
     REPLY_TOPIC_NOT_FOUND = "reply_topic_not_found"  # reply_to topic or partition does not exist
     REPLY_NOT_AUTHORIZED = "reply_not_authorized"  # the broker's ACLs refuse the service writes there

@@ -9,6 +9,7 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
+    require_positive,
     Checksum,
     MAX_BATCH_CHUNKS,
     MAX_NEW_TOKENS,
@@ -56,6 +57,9 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     seed: Seed | None = None
     ignore_eos: bool = False  # True: the model's end-of-sequence tokens do not end the answer
 
+    def __post_init__(self) -> None:
+        require_positive(top_p=self.top_p)
+
 
 class ChatMessage(msgspec.Struct, frozen=True):
     """One turn of a chat request; the service renders the turns with the model's chat template."""
@@ -95,6 +99,9 @@ class InferenceRequest(msgspec.Struct, frozen=True, tag="request", tag_field="ki
     # a secret of the requester, echoed in every answer record: a reply-topic reader drops records
     # without it, so nobody who cannot read this request can forge its answer (see streamer.replies)
     reply_token: ReplyToken | None = None
+    # the base model it is for (a name a consumer announces in the catalogue); None: the
+    # deployment's default base. A consumer serving another base answers base_not_served.
+    base: BaseModelName | None = None
     schema_version: SchemaVersion = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
+    require_positive,
     MAX_LORA_ALPHA,
     MAX_METRICS,
     MAX_TRAINING_RANK,
@@ -29,6 +30,12 @@ from schemas.limits import (
     TaskName,
     Uri,
 )
+
+MAX_EVAL_EXAMPLES = 1000  # rows one release evaluation decodes, per model scored
+MAX_EVAL_NEW_TOKENS = 256
+MAX_MARGIN_POINTS = 100.0  # scores are points in [0, 100]
+EvalScore = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
+MarginPoints = Annotated[float, msgspec.Meta(ge=-MAX_MARGIN_POINTS, le=MAX_MARGIN_POINTS)]
 
 # every projection name of a served family (gpu_engine/families); whether the worker's base has it
 # is checked when the job loads the base (`invalid_spec` otherwise)
@@ -65,6 +72,9 @@ class Hyperparameters(msgspec.Struct, frozen=True):
     seed: Seed = 0
     quantize: Annotated[str, msgspec.Meta(pattern=r"^(auto|nf4|none)\Z")] = "auto"
 
+    def __post_init__(self) -> None:
+        require_positive(alpha=self.alpha, learning_rate=self.learning_rate, epochs=self.epochs)
+
 
 class DatasetRef(msgspec.Struct, frozen=True):
     """JSONL with prompt/completion fields at `uri` (local path or s3://), or a built-in task.
@@ -78,6 +88,65 @@ class DatasetRef(msgspec.Struct, frozen=True):
     completion_field: FieldName = "completion"
 
 
+class ReleaseRule(str, enum.Enum):
+    """When a finished job's adapter is announced (served) rather than only kept in the store."""
+
+    ALWAYS = "always"  # announced whatever it scores (no evaluation needed): the default
+    BEAT_BASE = "beat_base"  # its score exceeds the base's by more than `margin_points`
+    BEAT_SERVED = "beat_served"  # ... exceeds the announced version's (the base's when none is)
+
+
+class EvalMetric(str, enum.Enum):
+    """How a held-out answer is scored (a task names its own metric); LoRA Land's metrics."""
+
+    ACCURACY = "accuracy"  # the completions' distinct values are the labels
+    ROUGE_L = "rouge_l"
+    LAST_NUMBER = "last_number"
+
+
+class Evaluation(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a candidate is scored on: exactly one of a built-in task (`task`, scored with its own
+    metric), a test file (`test_uri`: JSONL rows with the dataset's prompt/completion fields, read
+    within the worker's dataset roots) or the job's own held-out split (`held_out`); these two are
+    scored with `metric`. At most `max_examples` rows; answers are greedy and `max_new_tokens` long
+    at most (None: the task's own bound, else 32)."""
+
+    task: TaskName | None = None
+    test_uri: Uri | None = None
+    held_out: bool = False
+    metric: EvalMetric = EvalMetric.ROUGE_L
+    max_examples: Annotated[int, msgspec.Meta(ge=1, le=MAX_EVAL_EXAMPLES)] = 100
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_EVAL_NEW_TOKENS)] | None = None
+
+
+class Release(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The release rule; `margin_points` is the N of "beat by N points" (scores are 0-100)."""
+
+    rule: ReleaseRule = ReleaseRule.ALWAYS
+    margin_points: MarginPoints = 0.0
+
+
+class ReleaseDecision(str, enum.Enum):
+    RELEASED = "released"  # announced on the adapters topic
+    KEPT = "kept"  # installed beside the other versions, not announced (`lorastream promote` can)
+
+
+class ReleaseScores(msgspec.Struct, frozen=True):
+    """A candidate's evaluation and what the rule made of it; scores are points in [0, 100]."""
+
+    decision: ReleaseDecision
+    rule: ReleaseRule
+    margin_points: MarginPoints = 0.0
+    task: TaskName | None = None  # the task's name; "held_out" for the job's own split
+    metric: MetricName | None = None
+    num_examples: Count = 0
+    candidate: EvalScore | None = None
+    base: EvalScore | None = None
+    served: EvalScore | None = None  # beat_served: the announced version's score
+    served_version: Count | None = None
+    reason: Message | None = None  # the decision in words
+
+
 class TrainingRequest(msgspec.Struct, frozen=True, tag="train", tag_field="kind"):
     job_id: RequestId
     adapter_id: AdapterId
@@ -86,6 +155,8 @@ class TrainingRequest(msgspec.Struct, frozen=True, tag="train", tag_field="kind"
     hyperparameters: Hyperparameters = Hyperparameters()
     overwrite: bool = False
     attempt: Attempt = 0
+    evaluation: Evaluation | None = None  # needed by every rule but `always`
+    release: Release = Release()
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
@@ -124,6 +195,8 @@ class TrainingEvent(msgspec.Struct, frozen=True, tag="training_event", tag_field
     code: ErrorCode | None = None
     reason: Message | None = None
     notice: Message | None = None  # on `started`: the settings the worker chose or clamped, in words
+    adapter_version: Count | None = None  # on `completed`: the version installed
+    release: ReleaseScores | None = None  # on `completed`: the evaluation and the decision
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 

@@ -4,7 +4,11 @@ One list, built here from the topic prefix and the principals, is what docs/secu
 what the security tests apply to a broker with an authorizer, and what the compose stack's init
 service creates (`python -m streamer.acls --apply`). Tenants write requests and cancels and read
 only reply topics under their own prefix `<prefix>.replies.<tenant>.`; only the training worker
-writes the adapters topic; operators read and manage everything but write nothing.
+and release operators (`lorastream promote` / `rollback`) write the adapters topic; operators read
+and manage everything but write nothing. A base's own lane (`<prefix>.requests.base.<base>`, read
+in group `<inference group>.<base>`) and training lane (`<prefix>.training.requests.base.<base>`,
+group `<training group>.<base>`) are granted by prefix, so adding a base needs no new ACL; only
+inference consumers write the catalogue.
 """
 
 from __future__ import annotations
@@ -94,11 +98,12 @@ class Principals:
     trainer: str = "lorastream-trainer"
     operators: tuple[str, ...] = ()
     tenants: tuple[Tenant, ...] = ()
+    release_operators: tuple[str, ...] = ()  # may announce releases on the adapters topic; never a tenant
     inference_group: str = INFERENCE_GROUP
     training_group: str = TRAINING_GROUP
 
     def __post_init__(self) -> None:
-        users = [self.inference, self.trainer, *self.operators, *(t.name for t in self.tenants)]
+        users = [self.inference, self.trainer, *self.operators, *self.release_operators, *(t.name for t in self.tenants)]
         for user in users:
             if not _USER_RE.fullmatch(user):
                 raise ValueError(f"user {user!r}: 1-128 characters of [A-Za-z0-9._@-]")
@@ -120,7 +125,7 @@ def lorastream_acls(topics: TopicNames, principals: Principals) -> list[AclBindi
     R, W, C, D = Operation.READ, Operation.WRITE, Operation.CREATE, Operation.DESCRIBE
     inference = {  # results: written, and read back to answer re-served requests (docs/delivery.md)
         t.requests: (R,), t.control: (R,), t.adapters: (R,), t.results: (W, R), t.requests_dlq: (W,),
-        t.adapter_stats: (W,),
+        t.adapter_stats: (W,), t.catalogue: (W,),
     }
     trainer = {t.training_requests: (R,), t.control: (R,), t.training_events: (W,), t.adapters: (W,), t.requests_dlq: (W,)}
     out: list[AclBinding] = []
@@ -129,17 +134,26 @@ def lorastream_acls(topics: TopicNames, principals: Principals) -> list[AclBindi
             granted = grants.get(spec.name, ())
             out += _topic(user, spec.name, PatternType.LITERAL, C, D, *granted)
     out += _group(p.inference, p.inference_group, R, D)
+    out += _topic(p.inference, t.lanes_prefix, PatternType.PREFIXED, C, D, R)  # every base's lane
+    out += _group(p.inference, f"{p.inference_group}.", R, D, pattern=PatternType.PREFIXED)  # …and its group
     out += _group(p.trainer, p.training_group, R, D)
+    out += _topic(p.trainer, t.training_lanes_prefix, PatternType.PREFIXED, C, D, R)  # every base's training lane
+    out += _group(p.trainer, f"{p.training_group}.", R, D, pattern=PatternType.PREFIXED)  # …and its group
+    for releaser in p.release_operators:  # `lorastream promote` / `rollback`: a new revision of an adapter
+        out += _topic(releaser, t.adapters, PatternType.LITERAL, W, D)
     for tenant in p.tenants:
         prefix = reply_prefix(t, tenant.name)
         out += _topic(p.inference, prefix, PatternType.PREFIXED, W, D)
         # W: a client's liveness heartbeat on its own reply topic (`lorastream topics gc` spares it)
         out += _topic(tenant.name, prefix, PatternType.PREFIXED, C, Operation.DELETE, R, W, D)
         out += _topic(tenant.name, t.requests, PatternType.LITERAL, W, D)
+        out += _topic(tenant.name, t.lanes_prefix, PatternType.PREFIXED, W, D)  # a request naming a base
+        out += _topic(tenant.name, t.catalogue, PatternType.LITERAL, R, D)  # LoraClient finds a base's lane in it
         out += _topic(tenant.name, t.control, PatternType.LITERAL, W, D)
         out += _topic(tenant.name, t.adapter_stats, PatternType.LITERAL, R, D)  # LoraClient routes by it
         if tenant.may_train:
             out += _topic(tenant.name, t.training_requests, PatternType.LITERAL, W, D)
+            out += _topic(tenant.name, t.training_lanes_prefix, PatternType.PREFIXED, W, D)  # a job naming a base
             out += _topic(tenant.name, t.training_events, PatternType.LITERAL, R, D)
         if tenant.reads_adapters:
             out += _topic(tenant.name, t.adapters, PatternType.LITERAL, R, D)
@@ -148,6 +162,8 @@ def lorastream_acls(topics: TopicNames, principals: Principals) -> list[AclBindi
         out += _topic(operator, f"{t.prefix}.", PatternType.PREFIXED, R, D, *manage)
         for group in (p.inference_group, p.training_group):
             out += _group(operator, group, R, D, Operation.DELETE)
+        for group in (p.inference_group, p.training_group):  # every base's lane group
+            out += _group(operator, f"{group}.", R, D, Operation.DELETE, pattern=PatternType.PREFIXED)
     return sorted(set(out))
 
 
@@ -155,8 +171,8 @@ def _topic(user: str, name: str, pattern: PatternType, *ops: Operation) -> list[
     return [AclBinding(f"User:{user}", ResourceType.TOPIC, name, pattern, op) for op in ops]
 
 
-def _group(user: str, name: str, *ops: Operation) -> list[AclBinding]:
-    return [AclBinding(f"User:{user}", ResourceType.GROUP, name, PatternType.LITERAL, op) for op in ops]
+def _group(user: str, name: str, *ops: Operation, pattern: PatternType = PatternType.LITERAL) -> list[AclBinding]:
+    return [AclBinding(f"User:{user}", ResourceType.GROUP, name, pattern, op) for op in ops]
 
 
 def acl_table(bindings: Iterable[AclBinding]) -> str:
@@ -224,6 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trainer-user", default=Principals.trainer)
     parser.add_argument("--operator", action="append", default=[], help="an operator's user name (repeat)")
     parser.add_argument(
+        "--release-operator", action="append", default=[],
+        help="a user that may announce releases on the adapters topic (lorastream promote/rollback; repeat)",
+    )
+    parser.add_argument(
         "--tenant", action="append", default=[], type=_tenant_arg, help="NAME, NAME:train if it may fine-tune, NAME:gateway for an OpenAI gateway (repeat)"
     )
     parser.add_argument("--inference-group", default=INFERENCE_GROUP)
@@ -236,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inference=args.inference_user,
         trainer=args.trainer_user,
         operators=tuple(args.operator),
+        release_operators=tuple(args.release_operator),
         tenants=tuple(args.tenant),
         inference_group=args.inference_group,
         training_group=args.training_group,

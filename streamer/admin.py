@@ -75,6 +75,7 @@ def default_topic_specs(
         TopicSpec(names.training_events, 1, replication_factor=rf),
         TopicSpec(names.adapters, 1, COMPACT, replication_factor=rf),
         TopicSpec(names.adapter_stats, 1, COMPACT, replication_factor=rf),  # key: consumer (streamer.routing)
+        TopicSpec(names.catalogue, 1, COMPACT, replication_factor=rf),  # key: consumer (streamer.catalogue)
     ]
 
 

@@ -24,11 +24,13 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from schemas import Final, InferenceRequest, ReplyAddress, SamplingParams
+from schemas import ErrorCode, Final, InferenceRequest, ReplyAddress, SamplingParams
 from schemas.limits import TOPIC_PATTERN
+from streamer.catalogue import BaseListing
 from streamer.client_connection import ClientConnection
 from streamer.config import KafkaConfig, TopicNames
-from streamer.errors import ClientClosed, PublishFailed
+from streamer.errors import ClientClosed, PublishFailed, RequestFailed
+from streamer.model_listing import AdapterListing, list_adapters, list_bases
 from streamer.replies import Sink
 from streamer.request_builder import (
     BASE_MODEL_KEY,
@@ -37,6 +39,7 @@ from streamer.request_builder import (
     addressed_to,
     new_inference_request,
     new_reply_token,
+    now_ms,
     publishable,
 )
 from streamer.stream import RequestStream
@@ -87,7 +90,7 @@ class LoraClient:
         )
         self._connection = ClientConnection(
             self.config, self.reply_to, owns_reply_topic=self.owns_reply_topic, control_topic=topics.control,
-            stats_topic=topics.adapter_stats,
+            stats_topic=topics.adapter_stats, catalogue_topic=topics.catalogue,
         )
         self._reader = self._connection.reader
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,12 +157,16 @@ class LoraClient:
         request_id: str | None = None,
         timeout_s: float | None = None,
         partition_key: str | None = None,
+        base: str | None = None,
     ) -> RequestStream:
         """`async for record in client.stream(...)`: TokenChunks, then the Final.
 
         Give a `prompt` (completed as it is) or chat `messages` ({"role", "content"} mappings or
         ChatMessage; the service renders them with the model's chat template), not both: ValueError.
         `ignore_eos` keeps generating past the model's end-of-sequence tokens (fixed-length answers).
+        `base` names the base model (None: the deployment's default): the request goes to the topic
+        a live consumer of that base announced in the catalogue; when none has, RequestFailed with
+        code `base_not_served` is raised at once.
         """
         request = self.build_request(
             prompt,
@@ -175,6 +182,7 @@ class LoraClient:
             deadline_s=deadline_s,
             priority=priority,
             request_id=request_id,
+            base=base,
         )
         return self.stream_request(request, timeout_s=timeout_s, partition_key=partition_key)
 
@@ -214,6 +222,7 @@ class LoraClient:
         request_id: str | None = None,
         timeout_s: float | None = None,
         partition_key: str | None = None,
+        base: str | None = None,
     ) -> Final:
         """The whole answer at once (the service sends no chunks, only the Final)."""
         request = self.build_request(
@@ -231,6 +240,7 @@ class LoraClient:
             priority=priority,
             request_id=request_id,
             stream=False,
+            base=base,
         )
         async with self.stream_request(
             request, timeout_s=timeout_s, partition_key=partition_key
@@ -279,17 +289,42 @@ class LoraClient:
     async def send_request(
         self, request: InferenceRequest, *, partition_key: str | None = None
     ) -> None:
-        """Validate and publish a request on the requests topic, keyed by adapter.
+        """Validate and publish a request on the requests topic of its base, keyed by adapter.
 
         The key is `partition_key`, else the adapter_id (`__base__` for the base model), so one
-        adapter's traffic lands on one consumer. Raises InvalidEvent, PublishFailed, ClientClosed.
+        adapter's traffic lands on one consumer. Raises InvalidEvent, PublishFailed, ClientClosed,
+        and RequestFailed (`base_not_served`) when no live consumer serves the request's base.
         """
         producer = self._open_producer()
-        key, value, partition = publishable(request, partition_key, self._connection.routes)
+        topic = await self.requests_topic(request.base, request.request_id)
+        lane = None if topic == self.topics.requests else topic
+        key, value, partition = publishable(request, partition_key, self._connection.routes, lane)
         try:
-            await producer.send_and_wait(self.topics.requests, value, key=key, partition=partition)
+            await producer.send_and_wait(topic, value, key=key, partition=partition)
         except KafkaError as exc:
             raise PublishFailed(f"request {request.request_id} not published: {exc!r}") from exc
+
+    async def models(self) -> list[BaseListing]:
+        """Every base a consumer announced or an adapter names, live or not (streamer.model_listing)."""
+        self._open_producer()  # raises ClientClosed unless started
+        registry = await self._connection.registry(self.topics.adapters)
+        return list_bases(self._connection.catalogue, registry, now_ms())
+
+    async def adapters(self, base: str | None = None) -> list[AdapterListing]:
+        """The registered adapters (of `base`, when given), live or not, with their tier where known."""
+        self._open_producer()
+        registry = await self._connection.registry(self.topics.adapters)
+        return list_adapters(self._connection.catalogue, registry, self.topics.requests, now_ms(), base)
+
+    async def requests_topic(self, base: str | None, request_id: str = "-") -> str:
+        """Where a request for `base` goes: the default requests topic for None, else the topic a
+        live consumer of `base` reads (streamer.catalogue). Raises RequestFailed (`base_not_served`)."""
+        if base is None:
+            return self.topics.requests
+        topic = await self._connection.lane(base)
+        if topic is None:
+            raise RequestFailed(request_id, ErrorCode.BASE_NOT_SERVED, f"no live consumer serves base {base!r}")
+        return topic
 
     def build_request(
         self,
@@ -308,8 +343,9 @@ class LoraClient:
         priority: int = 0,
         request_id: str | None = None,
         stream: bool = True,
+        base: str | None = None,
     ) -> InferenceRequest:
-        """An InferenceRequest answered to this client's reply address."""
+        """An InferenceRequest answered to this client's reply address; `base` None: the default base."""
         return new_inference_request(
             self.reply_to,
             prompt,
@@ -326,6 +362,7 @@ class LoraClient:
             priority=priority,
             request_id=request_id,
             stream=stream,
+            base=base,
         )
 
     def _open_producer(self) -> AIOKafkaProducer:

@@ -1,6 +1,8 @@
 """What a LoraClient holds open: a producer, the reader of its reply partition, the private reply
-topic it created (deleted when it stops), the best-effort cancels still being published, and the
-route table kept current from the adapter-stats topic (streamer.routing: hot adapters spread).
+topic it created (deleted when it stops), the best-effort cancels still being published, the
+route table kept current from the adapter-stats topic (streamer.routing: hot adapters spread) and
+the catalogue of served bases kept current from the catalogue topic (streamer.catalogue: which
+request topic serves a base).
 
 While it owns its reply topic it writes a heartbeat there (key `HEARTBEAT_KEY`, no value) when it
 creates the topic and every `heartbeat_interval_s` after: `lorastream topics gc`
@@ -16,12 +18,15 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from schemas import CancelRequest, ReplyAddress, encode
+from schemas import AdapterEvent, CancelRequest, ReplyAddress, encode
 from streamer.admin import delete_topics, ensure_topics, reply_topic_spec
+from streamer.catalogue import Catalogue
 from streamer.config import KafkaConfig
 from streamer.follower import TopicFollower
 from streamer.kafka import start_producer
+from streamer.model_listing import read_registry
 from streamer.reply_reader import ReplyReader
+from streamer.request_builder import now_ms
 from streamer.reply_topic_gc import HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY
 from streamer.routing import RouteTable
 from streamer.transport import Transport
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S = 5.0  # for the last cancels to go out, then for the reply topic's deletion
 _ROUTES_CATCH_UP_S = 2.0  # reading the stats topic's reports at start; sends go by key meanwhile
+# reading the catalogue at start, and again (at most this long) before a base is declared not served
+CATALOGUE_CATCH_UP_S = 0.5
 
 
 class RouteFollower(TopicFollower):
@@ -46,12 +53,26 @@ class RouteFollower(TopicFollower):
         self.routes.apply(key, value)
 
 
+class CatalogueFollower(TopicFollower):
+    """Applies every record of the catalogue topic to a Catalogue."""
+
+    name = "lorastream-catalogue-follower"
+
+    def __init__(self, transport: Transport, topic: str, catalogue: Catalogue) -> None:
+        super().__init__(transport, topic, from_beginning=True)
+        self.catalogue = catalogue
+
+    def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        self.catalogue.apply(key, value)
+
+
 class ClientConnection:
-    """Started and stopped as one; `owns_reply_topic`: create `reply_to.topic` on start, delete on stop."""
+    """Started and stopped as one; `owns_reply_topic`: create `reply_to.topic` on start, delete on stop;
+    `catalogue_topic` None: no catalogue is followed (requests name no base)."""
 
     def __init__(
         self, config: KafkaConfig, reply_to: ReplyAddress, *, owns_reply_topic: bool, control_topic: str,
-        stats_topic: str, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        stats_topic: str, catalogue_topic: str | None = None, heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         if heartbeat_interval_s <= 0:
             raise ValueError("heartbeat_interval_s must be > 0")
@@ -62,6 +83,10 @@ class ClientConnection:
         self.reader = ReplyReader(config, reply_to)
         self.routes = RouteTable()
         self._route_follower = RouteFollower(KafkaTransport(config), stats_topic, self.routes)
+        self.catalogue = Catalogue()
+        self._catalogue_follower = (
+            None if catalogue_topic is None else CatalogueFollower(KafkaTransport(config), catalogue_topic, self.catalogue)
+        )
         self.producer: AIOKafkaProducer | None = None
         self._made_reply_topic = False
         self._cancels: set[asyncio.Task[None]] = set()
@@ -77,7 +102,7 @@ class ClientConnection:
                 await ensure_topics(self.config, [reply_topic_spec(self.reply_to.topic)])
                 await self._start_heartbeat()
             await self.reader.start()
-            await self._start_routes()
+            await asyncio.gather(self._start_routes(), self._start_catalogue())
         except BaseException:
             await self.stop()
             raise
@@ -92,6 +117,8 @@ class ClientConnection:
         if self._cancels:
             await asyncio.wait(self._cancels, timeout=_CLOSE_TIMEOUT_S)
         await self._route_follower.stop()
+        if self._catalogue_follower is not None:
+            await self._catalogue_follower.stop()
         await self.reader.stop()
         if self.producer is not None:
             await self.producer.stop()
@@ -135,6 +162,40 @@ class ClientConnection:
             await asyncio.wait_for(self._route_follower.caught_up.wait(), _ROUTES_CATCH_UP_S)
         except (KafkaError, TimeoutError) as exc:  # without stats every request goes by its key
             log.warning("adapter stats not read (%r): requests are partitioned by key", exc)
+
+    async def _start_catalogue(self) -> None:
+        if self._catalogue_follower is None:
+            return
+        try:
+            await self._catalogue_follower.start()
+            await asyncio.wait_for(self._catalogue_follower.caught_up.wait(), CATALOGUE_CATCH_UP_S)
+        except (KafkaError, TimeoutError) as exc:  # caught up later, or requests naming a base are refused
+            log.warning("catalogue not read yet (%r)", exc)
+
+    async def catalogue_caught_up(self, timeout_s: float = CATALOGUE_CATCH_UP_S) -> bool:
+        """Wait (at most `timeout_s`) until the catalogue topic has been read to its end once."""
+        follower = self._catalogue_follower
+        if follower is None:
+            return False
+        try:
+            await asyncio.wait_for(follower.caught_up.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def registry(self, adapters_topic: str) -> list[AdapterEvent]:
+        """The adapters topic read to its end (streamer.model_listing), with the catalogue caught up."""
+        registry = await read_registry(KafkaTransport(self.config), adapters_topic)
+        await self.catalogue_caught_up()
+        return registry
+
+    async def lane(self, base: str) -> str | None:
+        """The request topic of a live consumer of `base` (the one most of them read), or None when
+        none has announced it, after waiting for the catalogue's first catch-up (a bounded wait)."""
+        lanes = self.catalogue.lanes(base, now_ms())
+        if not lanes and await self.catalogue_caught_up():
+            lanes = self.catalogue.lanes(base, now_ms())
+        return lanes[0] if lanes else None
 
     def cancel_in_background(self, request_id: str) -> None:
         task = asyncio.create_task(self.publish_cancel(request_id))

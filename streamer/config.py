@@ -129,6 +129,27 @@ class TopicNames:
         return f"{self.prefix}.requests"
 
     @property
+    def lanes_prefix(self) -> str:
+        """The start of every base's own request topic (a lane): `<prefix>.requests.base.`.
+
+        Not `<prefix>.requests.` alone: an ACL granting tenants that prefix would cover the dead
+        letter topic `<prefix>.requests.dlq` too."""
+        return f"{self.prefix}.requests.base."
+
+    def requests_for(self, base_name: str) -> str:
+        """The request topic of one base's lane (`serve --base-lane`): `<prefix>.requests.base.<base_name>`.
+
+        A base name may hold characters a topic cannot (`/`, `:`, `@`, `+`): such a base is served
+        in a lane under a topic-safe `--base-name`. Raises ValueError."""
+        name = f"{self.lanes_prefix}{base_name}"
+        if not base_name or not _TOPIC_RE.match(name) or base_name in (".", ".."):
+            raise ValueError(
+                f"base name {base_name!r} cannot name a topic: a lane needs a --base-name of [A-Za-z0-9._-]"
+                f" (at most {249 - len(self.lanes_prefix)} characters)"
+            )
+        return name
+
+    @property
     def requests_dlq(self) -> str:
         return f"{self.prefix}.requests.dlq"
 
@@ -145,6 +166,23 @@ class TopicNames:
         return f"{self.prefix}.training.requests"
 
     @property
+    def training_lanes_prefix(self) -> str:
+        """The start of every base's own training-request topic: `<prefix>.training.requests.base.`."""
+        return f"{self.prefix}.training.requests.base."
+
+    def training_requests_for(self, base_name: str) -> str:
+        """The training-request topic of one base's lane (`train-worker --base-lane`):
+        `<prefix>.training.requests.base.<base_name>`. Raises ValueError for a name that cannot
+        be part of a topic (use a topic-safe `--base-name`)."""
+        name = f"{self.training_lanes_prefix}{base_name}"
+        if not base_name or not _TOPIC_RE.match(name) or base_name in (".", ".."):
+            raise ValueError(
+                f"base name {base_name!r} cannot name a topic: a training lane needs a --base-name of"
+                f" [A-Za-z0-9._-] (at most {249 - len(self.training_lanes_prefix)} characters)"
+            )
+        return name
+
+    @property
     def training_events(self) -> str:
         return f"{self.prefix}.training.events"
 
@@ -155,6 +193,11 @@ class TopicNames:
     @property
     def adapter_stats(self) -> str:
         return f"{self.prefix}.adapter-stats"
+
+    @property
+    def catalogue(self) -> str:
+        """Compacted: one record per inference consumer, what it serves (streamer.catalogue)."""
+        return f"{self.prefix}.catalogue"
 
     def replies_for(self, client_id: str) -> str:
         """The private reply topic of one client instance."""

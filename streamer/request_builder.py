@@ -39,6 +39,7 @@ class RequestOptions(TypedDict, total=False):
     deadline_s: float | None
     priority: int
     request_id: str | None
+    base: str | None
 
 
 def new_inference_request(
@@ -58,6 +59,7 @@ def new_inference_request(
     priority: int,
     request_id: str | None,
     stream: bool,
+    base: str | None = None,
 ) -> InferenceRequest:
     """A request answered to `reply_to`, with a fresh reply_token; the defaults are LoraClient's.
 
@@ -86,6 +88,7 @@ def new_inference_request(
         stream=stream,
         batch_chunks=True,  # the reply reader unpacks ChunkBatch records
         reply_token=new_reply_token(),
+        base=base,
     )
 
 
@@ -117,13 +120,14 @@ def addressed_to(request: InferenceRequest, reply_to: ReplyAddress) -> Inference
 
 
 def publishable(
-    request: InferenceRequest, partition_key: str | None, routes: RouteTable | None = None
+    request: InferenceRequest, partition_key: str | None, routes: RouteTable | None = None, lane: str | None = None
 ) -> tuple[bytes, bytes, int | None]:
     """(key, value, partition) of the record to publish: stamped with created_ms when unset, validated.
 
     The key is `partition_key`, else the adapter_id (`__base__` for the base model), so one
     adapter's traffic lands on one consumer. With `routes` (measured traffic, streamer.routing)
-    a hot adapter's request gets an explicit partition; None: Kafka partitions by the key.
+    a hot adapter's request gets an explicit partition (from the reports of the consumers of `lane`,
+    a base's request topic; None: the default requests topic); None: Kafka partitions by the key.
     Raises InvalidEvent when the service would refuse it.
     """
     if request.created_ms == 0:
@@ -132,7 +136,7 @@ def publishable(
     decode_request(value)  # the service would refuse it: refuse it here, with the reason
     key = partition_key or request.adapter_id or BASE_MODEL_KEY
     routed = routes is not None and not partition_key
-    partition = routes.partition_for(key, request.request_id, now_ms()) if routed else None
+    partition = routes.partition_for(key, request.request_id, now_ms(), lane) if routed else None
     return key.encode(), value, partition
 
 

@@ -23,6 +23,10 @@ The rule, so that a producer in any language can follow it (docs/deploy.md, "Rou
    / 2^31`: the first partition, in placement order, whose cumulative weight ÷ share(a) exceeds u.
    A retried request lands where it went first; per-request ordering is all lorastream relies on.
 
+Each requests topic is planned on its own: a report names the topic its consumer reads
+(`requests_topic`; absent: the default `<prefix>.requests`), and a base's lane
+(`<prefix>.requests.base.<name>`) is routed only from the reports of that lane's consumers.
+
 Floating-point sums follow the order above; a producer that rounds differently may place a piece
 elsewhere, which costs cache affinity, never correctness.
 """
@@ -37,7 +41,7 @@ from typing import Annotated
 import msgspec
 from aiokafka.partitioner import murmur2
 
-from schemas.limits import ADAPTER_ID_PATTERN
+from schemas.limits import ADAPTER_ID_PATTERN, TopicName
 
 MAX_REPORTED_ADAPTERS = 1024  # per report: what a decoder accepts
 MAX_PARTITIONS = 100_000
@@ -54,6 +58,7 @@ class TrafficReport(msgspec.Struct, frozen=True):
     num_partitions: Annotated[int, msgspec.Meta(ge=1, le=MAX_PARTITIONS)]
     total_rps: _RATE  # every request it answered, reported adapters or not
     rates: Annotated[dict[_ADAPTER_KEY, _RATE], msgspec.Meta(max_length=MAX_REPORTED_ADAPTERS)]
+    requests_topic: TopicName | None = None  # the topic it reads; None: the default requests topic
 
 
 _DECODER = msgspec.json.Decoder(TrafficReport)
@@ -182,14 +187,15 @@ def merge_shares(reports: Iterable[TrafficReport]) -> tuple[dict[str, float], in
 
 
 class RouteTable:
-    """The latest report of each consumer, and the plan made from the fresh ones (rebuilt at most
-    once per `rebuild_ms`). `apply` takes the stats topic's records; `partition_for` answers a send."""
+    """The latest report of each consumer, and per requests topic the plan made from the fresh
+    reports of its consumers (rebuilt at most once per `rebuild_ms`). `apply` takes the stats
+    topic's records; `partition_for` answers a send (topic None: the default requests topic)."""
 
     def __init__(self, config: RoutingConfig = RoutingConfig(), *, rebuild_ms: int = 1000) -> None:
         self.config = config
         self._rebuild_ms = rebuild_ms
         self._reports: dict[str, TrafficReport] = {}
-        self._plan: RoutePlan | None = None
+        self._plans: dict[str | None, RoutePlan] = {}
         self._built_ms: int | None = None
         self.num_rejected = 0
 
@@ -212,21 +218,29 @@ class RouteTable:
         self._reports[report.consumer] = report
         self._built_ms = None
 
-    def plan(self, now_ms: int) -> RoutePlan | None:
+    def plan(self, now_ms: int, topic: str | None = None) -> RoutePlan | None:
+        """The plan of one requests topic (None: the default one), or None when it has no fresh stats."""
         if self._built_ms is None or now_ms - self._built_ms >= self._rebuild_ms:
             # stale reports are consumers gone without a tombstone (a crash): forgotten, so the table
             # holds only live consumers however many names the compacted topic has seen
             self._reports = {
                 c: r for c, r in self._reports.items() if now_ms - r.sent_ms <= self.config.max_report_age_ms
             }
-            shares, num_partitions = merge_shares(list(self._reports.values()))
-            self._plan = plan_routes(shares, num_partitions, self.config) if num_partitions else None
+            by_topic: dict[str | None, list[TrafficReport]] = {}
+            for report in self._reports.values():
+                by_topic.setdefault(report.requests_topic, []).append(report)
+            self._plans = {}
+            for lane, reports in by_topic.items():
+                shares, num_partitions = merge_shares(reports)
+                if num_partitions:
+                    self._plans[lane] = plan_routes(shares, num_partitions, self.config)
             self._built_ms = now_ms
-        return self._plan
+        return self._plans.get(topic)
 
-    def partition_for(self, key: str, request_id: str, now_ms: int) -> int | None:
-        """The partition for a request, or None: send it keyed (no fresh stats, or a cold adapter)."""
-        plan = self.plan(now_ms)
+    def partition_for(self, key: str, request_id: str, now_ms: int, topic: str | None = None) -> int | None:
+        """The partition for a request to `topic` (None: the default requests topic), or None: send
+        it keyed (no fresh stats of that topic's consumers, or a cold adapter)."""
+        plan = self.plan(now_ms, topic)
         if plan is None or key not in plan.spread:
             return None
         return plan.partition_for(key, request_id)

@@ -5,7 +5,10 @@
         async for event in job.events():   # queued, started, progress..., completed | failed | cancelled
             ...
 
-The events topic is read with a private, group-less consumer positioned at its end *before* the
+A request whose `base_model` names a base with its own training lane (a worker started with
+`--base-lane` created `<prefix>.training.requests.base.<base>`) goes to that lane, so only that
+base's workers see it; any other goes to the shared training-requests topic, where a worker of
+another base refuses it with a typed failure. The events topic is read with a private, group-less consumer positioned at its end *before* the
 request is published, so no event of the job is missed. A redelivered job repeats some events
 (with a higher `attempt`); the iteration ends at the first terminal one.
 """
@@ -34,6 +37,7 @@ from schemas import (
     decode_training_request,
     encode,
 )
+from schemas.training import Evaluation, Release
 from streamer.admin import default_topic_specs, describe_topics, ensure_topics
 from streamer.config import KafkaConfig, TopicNames
 from streamer.errors import PublishFailed, RequestTimeout
@@ -50,10 +54,13 @@ def build_training_request(
     job_id: str | None = None,
     base_model: str | None = None,
     overwrite: bool = False,
+    evaluation: Evaluation | None = None,
+    release: Release = Release(),
     **hyperparameters: Any,
 ) -> TrainingRequest:
     """A TrainingRequest; `dataset` is a JSONL path/URI or a DatasetRef; hyperparameters by name
-    (r, alpha, learning_rate, max_steps, ...; unset ones are chosen by the worker from the base's size: gpu_engine/training/defaults.py). Raises InvalidEvent."""
+    (r, alpha, learning_rate, max_steps, ...; unset ones are chosen by the worker from the base's size: gpu_engine/training/defaults.py);
+    `evaluation` and `release`: the release gate (docs/training.md). Raises InvalidEvent."""
     ref = dataset if isinstance(dataset, DatasetRef) else DatasetRef(uri=dataset)
     request = TrainingRequest(
         job_id=job_id or uuid.uuid4().hex,
@@ -62,6 +69,8 @@ def build_training_request(
         base_model=base_model,
         hyperparameters=Hyperparameters(**hyperparameters),
         overwrite=overwrite,
+        evaluation=evaluation,
+        release=release,
     )
     return decode_training_request(encode(request))  # the worker's validation, here and now
 
@@ -80,6 +89,7 @@ class TrainingJob:
     ) -> None:
         self.config, self.topics, self.job_id = config, topics, job_id
         self.last_event: TrainingEvent | None = None
+        self.requests_topic = topics.training_requests  # where the request went (submit_training)
         self._consumer, self._producer, self._owns_producer = consumer, producer, owns_producer
         self._pending: deque[TrainingEvent] = deque()
 
@@ -178,18 +188,34 @@ async def follow_training(
     return TrainingJob(config, topics, job_id, consumer, producer, owns_producer)
 
 
+async def training_requests_topic(config: KafkaConfig, topics: TopicNames, base_model: str | None) -> str:
+    """The topic a request for `base_model` goes to: its base's training lane when that topic
+    exists, else the shared training-requests topic (also for None, or a path, which no lane is
+    named by)."""
+    if base_model is None:
+        return topics.training_requests
+    try:
+        lane = topics.training_requests_for(base_model)
+    except ValueError:
+        return topics.training_requests
+    return lane if await describe_topics(config, [lane]) else topics.training_requests
+
+
 async def submit_training(
     config: KafkaConfig, topics: TopicNames, request: TrainingRequest, *, producer: AIOKafkaProducer | None = None
 ) -> TrainingJob:
-    """Publish `request` on the training-requests topic (keyed by job_id) and return its handle.
+    """Publish `request` (keyed by job_id) on its base's training lane, else the shared
+    training-requests topic (`training_requests_topic`), and return its handle.
 
     `producer`: a started producer to reuse (LoraClient's); else one is made and closed with the job.
     Raises InvalidEvent (the worker would refuse the request) or PublishFailed.
     """
     decode_training_request(encode(request))
+    topic = await training_requests_topic(config, topics, request.base_model)
     job = await follow_training(config, topics, request.job_id, producer=producer, from_beginning=False)
+    job.requests_topic = topic
     try:
-        await job._producer.send_and_wait(topics.training_requests, encode(request), key=request.job_id.encode())
+        await job._producer.send_and_wait(topic, encode(request), key=request.job_id.encode())
     except KafkaError as exc:
         await job.close()
         raise PublishFailed(f"training request {request.job_id} not published: {exc!r}") from exc

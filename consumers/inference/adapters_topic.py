@@ -8,8 +8,9 @@ running finish on the version they started with (the engine keeps that version p
 
 Every record is input from whoever can write the topic (Kafka ACLs decide who: docs/security.md),
 so a record is logged and skipped, never applied, when it does not decode, when its key is not its
-adapter_id (compaction would keep it beside the id's own records), when its version is older than
-the one applied or out of range, or when the engine refuses its location (a uri outside the
+adapter_id (compaction would keep it beside the id's own records), when it is older than the one
+applied (a lower revision, or the same revision and a lower version: a rollback is a higher
+revision naming an older version) or out of range, or when the engine refuses its location (a uri outside the
 configured adapter roots or buckets: adapter_path_refused). The id then keeps the version it had.
 """
 
@@ -43,6 +44,7 @@ class AdaptersTopicFollower(TopicFollower):
         super().__init__(transport, topic, from_beginning=True)
         self._sink = sink
         self.versions: dict[str, int] = {}  # adapter_id → latest version applied (for /metrics, tests)
+        self.revisions: dict[str, int] = {}  # adapter_id → the revision of that version
 
     def on_record(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         if value is None:  # a tombstone: compaction's way of deleting the key
@@ -61,9 +63,10 @@ class AdaptersTopicFollower(TopicFollower):
         if event.deleted:
             self._retire(event.adapter_id)
             return
-        if event.version < self.versions.get(event.adapter_id, 0):
-            log.warning("ignoring adapter %s version %d: %d is newer", event.adapter_id, event.version,
-                        self.versions[event.adapter_id])
+        applied = (self.revisions.get(event.adapter_id, 0), self.versions.get(event.adapter_id, 0))
+        if (event.revision, event.version) < applied:
+            log.warning("ignoring adapter %s revision %d version %d: revision %d version %d is newer",
+                        event.adapter_id, event.revision, event.version, *applied)
             return
         try:
             ref = AdapterRef(event.adapter_id, event.version, event.uri or None, event.checksum)
@@ -76,9 +79,12 @@ class AdaptersTopicFollower(TopicFollower):
             log.warning("ignoring adapters record at offset %d: %s: %s", offset, exc.code, exc)
             return
         self.versions[event.adapter_id] = event.version
-        log.info("adapter %s: version %d at %s", event.adapter_id, event.version, event.uri)
+        self.revisions[event.adapter_id] = event.revision
+        log.info("adapter %s: version %d (revision %d) at %s", event.adapter_id, event.version, event.revision,
+                 event.uri)
 
     def _retire(self, adapter_id: str) -> None:
         self.versions.pop(adapter_id, None)
+        self.revisions.pop(adapter_id, None)
         self._sink.retire_adapter(adapter_id)
         log.info("adapter %s retired", adapter_id)

@@ -4,11 +4,12 @@ Per record: decode and validate → the same request already in flight? answer i
 re-served after a takeover? ask the answer memory whether it was answered → check the reply
 address (the pattern, then the topic's existence, looked up off the poll path) → answer it again
 from the results topic when it was answered (the offset is finished once that reply is
-acknowledged), else start it on the engine, with a deadline timer. A record that does not decode
+acknowledged), else refuse it `base_not_served` when it names a base other than this consumer's,
+else start it on the engine, with a deadline timer. A record that does not decode
 is dead-lettered, and an Error goes to its reply address when one is readable and allowed.
 Whatever goes wrong after that ends as a typed Error plus a dead letter (`internal`), never as a
-lost offset. Engine events come back through `call_soon_threadsafe` and are applied on the loop
-(translate.py).
+lost offset. Engine events come back through the writer's `LoopHandoff` (one loop wake-up per
+engine step) and are applied on the loop (translate.py).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Admission:
         served_by: str,
         memory: AnswerMemory,
         outbox: Outbox,
+        served_base: str | None = None,
     ) -> None:
         self.answers = answers  # request_id → the answer in flight (shared with the writer)
         self.lookups: set[asyncio.Task[None]] = set()  # admissions waiting for a reply-topic lookup
@@ -78,6 +80,7 @@ class Admission:
         self._served_by = served_by
         self._memory = memory
         self._outbox = outbox
+        self._served_base = served_base  # the base this consumer serves; a request naming another is refused
         self._recalled: dict[str, Final | Error] = {}  # request_id → its answer on record, until started
         self._idle = asyncio.Event()
         self._idle.set()
@@ -224,6 +227,10 @@ class Admission:
             self._reuse(answer, recalled)  # this very record was answered before: deadlines no longer matter
             return
         request = answer.request
+        if request.base is not None and request.base != self._served_base:
+            served = f"base {request.base!r} is not served here (this consumer serves {self._served_base!r})"
+            self._writer.error(answer, ErrorCode.BASE_NOT_SERVED, served)
+            return
         if request.deadline_ms is not None and request.deadline_ms <= time.time() * 1000:
             self._writer.error(answer, ErrorCode.EXPIRED, "deadline passed before it was started")
             return
@@ -232,9 +239,7 @@ class Admission:
             delay_s = request.deadline_ms / 1000.0 - time.time()
             answer.deadline_timer = loop.call_later(delay_s, self._expire, answer)
         answer.submitted_s = time.monotonic()
-        self._engine.submit(
-            generation_request(request), lambda event: loop.call_soon_threadsafe(self._on_event, answer, event)
-        )
+        self._engine.submit(generation_request(request), self._writer.handoff.bind(self._on_event, answer))
 
     def _on_event(self, answer: Answer, event: GenerationEvent) -> None:
         try:

@@ -1,4 +1,5 @@
-"""The state of one request while it is being answered, and the records it turns into."""
+"""The state of one request while it is being answered, the records it turns into, and when its
+pending tokens leave as a chunk (`chunk_due`: the chunk is sized by the stream's token rate)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,26 @@ from schemas import (
     Usage,
 )
 from schemas.limits import clip_message
+
+
+INTERVAL_SMOOTHING = 0.25  # weight of the newest inter-token interval in a stream's running estimate
+
+
+def chunk_due(pending_tokens: int, held_s: float, interval_s: float | None, hold_s: float, max_tokens: int) -> bool:
+    """Whether a stream's pending tokens leave now; asked after each burst of engine events.
+
+    A chunk holds tokens at most `hold_s` (the service's chunk_flush_ms) and `max_tokens`. Within
+    those bounds its size follows the stream's rate: when the next token is expected (one
+    `interval_s` from now) only after the hold ends, waiting would add nothing, so the chunk leaves
+    at once. A fast stream thus sends about hold_s / interval_s tokens per chunk, a stream slower
+    than one token per hold sends each token as it comes, and no stream waits on a timer per token.
+    `interval_s` None (no rate measured yet) holds until a bound is reached.
+    """
+    if pending_tokens <= 0:
+        return False
+    if pending_tokens >= max_tokens or held_s >= hold_s:
+        return True
+    return interval_s is not None and held_s + interval_s > hold_s
 
 
 def derived_seed(request_id: str) -> int:
@@ -41,10 +62,12 @@ class Answer:
     seq: int = 0  # next answer record's seq
     pending_text: list[str] = field(default_factory=list)
     pending_ids: list[int] = field(default_factory=list)
+    pending_since_s: float = 0.0  # when the oldest pending token arrived
+    last_token_s: float | None = None  # when the latest tokens arrived
+    token_interval_s: float | None = None  # running estimate of the time between the stream's tokens
     text_parts: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    flush_timer: asyncio.TimerHandle | None = None
     deadline_timer: asyncio.TimerHandle | None = None
     expired: bool = False
     finished: bool = False
@@ -57,14 +80,30 @@ class Answer:
     def request_id(self) -> str:
         return self.request.request_id
 
-    def add(self, text: str, token_ids: tuple[int, ...]) -> None:
-        if token_ids and self.first_token_s is None:
-            self.first_token_s = time.monotonic()
+    def add(self, text: str, token_ids: tuple[int, ...], now_s: float | None = None) -> None:
+        """New tokens (and their text) from the engine, arrived at `now_s` (default: now)."""
+        now_s = time.monotonic() if now_s is None else now_s
+        if not self.has_pending:
+            self.pending_since_s = now_s
+        if token_ids:
+            if self.first_token_s is None:
+                self.first_token_s = now_s
+            if self.last_token_s is not None:
+                interval_s, estimate = now_s - self.last_token_s, self.token_interval_s
+                self.token_interval_s = (
+                    interval_s if estimate is None else estimate + INTERVAL_SMOOTHING * (interval_s - estimate)
+                )
+            self.last_token_s = now_s
         self.completion_tokens += len(token_ids)
         self.pending_ids.extend(token_ids)
         if text:
             self.pending_text.append(text)
             self.text_parts.append(text)
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens waiting for the next chunk (text held without a token counts as one)."""
+        return len(self.pending_ids) or int(bool(self.pending_text))
 
     @property
     def has_pending(self) -> bool:
@@ -76,12 +115,12 @@ class Answer:
             attempt=self.attempt,
             seq=self.seq,
             text="".join(self.pending_text),
-            token_ids=list(self.pending_ids),
+            token_ids=self.pending_ids,  # handed over, not copied
             reply_token=self.request.reply_token,
         )
         self.seq += 1
         self.pending_text.clear()
-        self.pending_ids.clear()
+        self.pending_ids = []
         return chunk
 
     def final(self, finish_reason: FinishReason) -> Final:
@@ -121,10 +160,9 @@ class Answer:
         return record
 
     def cancel_timers(self) -> None:
-        for timer in (self.flush_timer, self.deadline_timer):
-            if timer is not None:
-                timer.cancel()
-        self.flush_timer = self.deadline_timer = None
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+        self.deadline_timer = None
 
 
 def _ms(seconds: float) -> float:

@@ -1,5 +1,10 @@
 """Answers out: chunks and the last record to the requester, a copy to results, dead letters.
 
+Engine events reach the loop through `handoff` (one wake-up per engine step). After each batch
+the writer sends the chunks that are due (`answer.chunk_due`: the first token at once, then chunks
+sized by the stream's rate, held at most chunk_flush_ms), so the chunks of one step share one
+record per reply address; one timer, at the earliest hold deadline, covers a stream that stalls.
+
 Two kinds of record carry a commit: the results copy of an answer, and the dead letter of a record
 that was refused before it became an answer. Their partition offset is finished only when the
 broker acknowledged them. If transient trouble outlasts the retry policy they are queued again
@@ -23,10 +28,11 @@ from collections.abc import Callable
 
 import msgspec
 
-from consumers.inference.answer import Answer
+from consumers.inference.answer import Answer, chunk_due
 from consumers.inference.chunk_batcher import ChunkBatcher
 from consumers.config import ServeConfig
 from consumers.metrics import Metrics, adapter_label
+from gpu_engine.engine_thread import LoopHandoff
 from streamer.outbox import Outbox
 from streamer.reply_topics import ReplyTopicDirectory, TopicStatus
 from streamer.send_policy import SendOutcome
@@ -62,20 +68,46 @@ class AnswerWriter:
         self._abort = abort
         self._settled = settled
         self.batcher = ChunkBatcher(outbox, loop, on_failed=self._on_chunk_failed)
+        self.handoff = LoopHandoff(loop, after_batch=self.flush_due)
+        self._held: dict[Answer, None] = {}  # streaming answers with tokens not yet sent, oldest first
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_timer_at = 0.0
 
     # ---- streaming ---------------------------------------------------------------------------
 
     def tokens_added(self, answer: Answer) -> None:
-        """New text for a streaming answer: the first chunk leaves at once, later ones batched."""
-        if answer.seq == 0 or len(answer.pending_ids) >= self._config.chunk_max_tokens:
+        """New text for a streaming answer: the first chunk leaves at once, later ones when due."""
+        if answer.seq == 0:
             self.flush(answer)
-        elif answer.flush_timer is None:
-            answer.flush_timer = self._loop.call_later(self._config.chunk_flush_ms / 1000.0, self.flush, answer)
+        else:
+            self._held[answer] = None
+
+    def flush_due(self) -> None:
+        """Send the held chunks that are due; re-arm the one timer for the rest."""
+        now_s = time.monotonic()
+        hold_s, max_tokens = self._config.chunk_flush_ms / 1000.0, self._config.chunk_max_tokens
+        earliest_s = None
+        for answer in list(self._held):
+            if chunk_due(answer.num_pending_tokens, now_s - answer.pending_since_s, answer.token_interval_s,
+                         hold_s, max_tokens) or answer.finished:
+                self.flush(answer)
+            elif earliest_s is None or answer.pending_since_s < earliest_s:
+                earliest_s = answer.pending_since_s
+        if earliest_s is None:
+            return
+        deadline_s = earliest_s + hold_s
+        if self._hold_timer is None or deadline_s < self._hold_timer_at:
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+            self._hold_timer = self._loop.call_at(deadline_s, self._on_hold_timer)
+            self._hold_timer_at = deadline_s
+
+    def _on_hold_timer(self) -> None:
+        self._hold_timer = None
+        self.flush_due()
 
     def flush(self, answer: Answer) -> None:
-        if answer.flush_timer is not None:
-            answer.flush_timer.cancel()
-            answer.flush_timer = None
+        self._held.pop(answer, None)
         if answer.finished or not answer.has_pending:
             return
         chunk = answer.take_chunk()
@@ -122,10 +154,12 @@ class AnswerWriter:
         self._metrics.requests.labels(self.label(answer)).inc()
         reply_to = answer.request.reply_to
         if reply_to is not None and not answer.reply_failed:
-            self.batcher.flush(reply_to)  # the request's last chunk goes before its last record
-            self._outbox.put(
-                reply_to.topic, encode(record), key=answer.request_id.encode(), partition=reply_to.partition,
-                on_done=lambda outcome: self._reply_done(answer, outcome, last=True),
+            value = encode(record)
+            self.batcher.then(  # the request's last chunk goes before its last record
+                reply_to, lambda: self._outbox.put(
+                    reply_to.topic, value, key=answer.request_id.encode(), partition=reply_to.partition,
+                    on_done=lambda outcome: self._reply_done(answer, outcome, last=True),
+                ),
             )
         self._results_copy(answer, encode(results_copy(record, answer.raw)))
 

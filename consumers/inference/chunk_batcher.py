@@ -7,10 +7,12 @@ their flush timers (or first tokens) release in one loop iteration. When the ite
 sends one `ChunkBatch` per reply address, or the plain TokenChunk when there is only one. Only
 requests that set `batch_chunks` come here; the service sends other requests' chunks one by one.
 
-Order: a request's Final or Error must not overtake its last chunk. So the service calls
-`flush(address)` right before it queues a request's last record, and both go through the same
-outbox lane (one per topic). A record that cannot be sent is reported to `on_failed` once for each
-request whose chunks it carried.
+Order: a request's Final or Error must not overtake its last chunk. So the service queues a
+request's last record with `then(address, send)`: it is put on the outbox right after the chunks
+waiting for that address (at the end of the iteration, so that the streams finishing in one engine
+step share one chunk record), or at once when none wait; both go through the same outbox lane
+(one per topic). `flush(address)` sends what waits now. A record that cannot be sent is reported to
+`on_failed` once for each request whose chunks it carried.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ChunkBatcher:
         self._loop = loop
         self._max_chunks = max_chunks
         self._pending: dict[tuple[str, int | None], list[TokenChunk]] = {}
+        self._then: dict[tuple[str, int | None], list[Callable[[], None]]] = {}  # sends after the chunks
         self._scheduled = False
         self.records_sent = 0
         self.chunks_sent = 0
@@ -52,23 +55,34 @@ class ChunkBatcher:
         chunks = self._pending.setdefault(key, [])
         chunks.append(chunk)
         if len(chunks) >= self._max_chunks:
-            self._send(key, self._pending.pop(key))
+            self._release(key)
         elif not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush_all)
 
-    def flush(self, address: ReplyAddress) -> None:
-        """Send what waits for `address` now: before a request's last record goes there."""
+    def then(self, address: ReplyAddress, send: Callable[[], None]) -> None:
+        """Run `send` (which puts a record for `address`) right after the chunks waiting for it leave."""
         key = (address.topic, address.partition)
-        chunks = self._pending.pop(key, None)
-        if chunks:
-            self._send(key, chunks)
+        if key in self._pending:
+            self._then.setdefault(key, []).append(send)
+        else:
+            send()
+
+    def flush(self, address: ReplyAddress) -> None:
+        """Send what waits for `address` now."""
+        self._release((address.topic, address.partition))
 
     def _flush_all(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, {}
-        for key, chunks in pending.items():
+        for key in list(self._pending):
+            self._release(key)
+
+    def _release(self, key: tuple[str, int | None]) -> None:
+        chunks = self._pending.pop(key, None)
+        if chunks:
             self._send(key, chunks)
+        for send in self._then.pop(key, ()):
+            send()
 
     def _send(self, key: tuple[str, int | None], chunks: list[TokenChunk]) -> None:
         topic, partition = key
@@ -76,15 +90,12 @@ class ChunkBatcher:
             value, record_key = encode(chunks[0]), chunks[0].request_id.encode()
         else:
             value, record_key = encode(ChunkBatch(chunks)), None
-        request_ids = list(dict.fromkeys(chunk.request_id for chunk in chunks))
-        self._outbox.put(
-            topic, value, key=record_key, partition=partition, on_done=lambda outcome: self._done(request_ids, outcome)
-        )
+        self._outbox.put(topic, value, key=record_key, partition=partition, on_done=lambda o: self._done(chunks, o))
         self.records_sent += 1
         self.chunks_sent += len(chunks)
 
-    def _done(self, request_ids: list[str], outcome: SendOutcome) -> None:
+    def _done(self, chunks: list[TokenChunk], outcome: SendOutcome) -> None:
         if outcome.ok or self._on_failed is None:
             return
-        for request_id in request_ids:
+        for request_id in dict.fromkeys(chunk.request_id for chunk in chunks):
             self._on_failed(request_id, outcome)

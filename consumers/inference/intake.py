@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from consumers.config import ServeConfig
 from consumers.inference.answer_memory import AnswerMemory
 from consumers.metrics import Metrics
-from streamer import OffsetTracker, TopicNames
+from streamer import OffsetTracker
 from streamer.commit_watchdog import CommitWatchdog
 from streamer.epochs import PartitionEpochs
 from streamer.retry import RetryPolicy, retry_transient
@@ -39,7 +39,8 @@ class Intake:
     def __init__(
         self,
         transport: Transport,
-        topics: TopicNames,
+        requests_topic: str,
+        group_id: str,
         config: ServeConfig,
         metrics: Metrics,
         memory: AnswerMemory,
@@ -53,7 +54,7 @@ class Intake:
         self.stalled_partitions: list[TopicPartition] = []
         self.paused = False
         self.consumer = transport.group_consumer(
-            [topics.requests], group_id=config.group_id, listener=self, group_instance_id=config.group_instance_id
+            [requests_topic], group_id=group_id, listener=self, group_instance_id=config.group_instance_id
         )
 
     def finish(self, tp: TopicPartition, offset: int) -> None:

@@ -6,7 +6,11 @@ This module only wires the parts, each of which owns one concern:
 - answer_memory.py — which re-served requests already have their answer on the results topic;
 - translate.py — schema ↔ engine: requests to GenerationRequests, engine events to answer records;
 - answer_writer.py — chunks, the last record and the results copy through the per-destination
-  outbox; an offset is finished once its results copy (or dead letter) is acknowledged.
+  outbox; an offset is finished once its results copy (or dead letter) is acknowledged;
+- catalogue_publisher.py — what it serves, announced on the catalogue topic (streamer.catalogue).
+A consumer serves one base (the engine's base name): with `base_lane` it reads that base's own
+topic in its own group, else the default requests topic; a request naming another base is
+answered `base_not_served` and not computed.
 Everything Kafka-shaped goes through `streamer.transport.Transport`: `KafkaTransport` in
 production, `MemoryTransport` in the scenario tests (tests/consumers/scenarios/).
 """
@@ -14,6 +18,7 @@ production, `MemoryTransport` in the scenario tests (tests/consumers/scenarios/)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from consumers.config import ServeConfig
@@ -22,11 +27,12 @@ from consumers.inference.answer import Answer
 from consumers.inference.answer_memory import AnswerMemory
 from consumers.inference.answer_writer import AnswerWriter
 from consumers.inference.cache_metrics import CacheCollector
+from consumers.inference.catalogue_publisher import CataloguePublisher, Lane, served_base_name
 from consumers.inference.intake import Intake
-from consumers.inference.traffic_stats import publishing_traffic
+from consumers.inference.traffic_stats import consumer_key, publishing_traffic
 from consumers.inference.adapters_topic import AdaptersTopicFollower
 from consumers.metrics import HealthServer, Metrics
-from streamer import TopicNames, default_topic_specs
+from streamer import TopicNames, TopicSpec, default_topic_specs
 from streamer.control import ControlListener
 from streamer.outbox import Outbox
 from streamer.reply_topics import ReplyPolicy, ReplyTopicDirectory
@@ -44,16 +50,18 @@ class InferenceService:
         self.topics = topics
         self.config = config
         self.engine = engine
+        self.base_name = served_base_name(engine)
+        self.lane = Lane(config.requests_topic(topics, self.base_name), config.consumer_group(self.base_name))
         self.answers: dict[str, Answer] = {}  # request_id → the answer in flight
         self.ready = asyncio.Event()
         self.metrics = Metrics()
         cache_stats = getattr(engine, "cache_stats", None)
         if cache_stats is not None:
             self.metrics.registry.register(CacheCollector(cache_stats.snapshot))
-        service_topics = [spec.name for spec in default_topic_specs(topics)]
+        service_topics = [spec.name for spec in default_topic_specs(topics)] + [self.lane.topic]
         self.reply_policy = ReplyPolicy(config.reply_pattern(topics.prefix), service_topics)
         self.memory = AnswerMemory(transport, topics.results, config)
-        self.intake = Intake(transport, topics, config, self.metrics, self.memory)
+        self.intake = Intake(transport, self.lane.topic, self.lane.group_id, config, self.metrics, self.memory)
         self.admission: Admission | None = None
         self.adapters_topic: AdaptersTopicFollower | None = None
         self.health: HealthServer | None = None
@@ -80,9 +88,20 @@ class InferenceService:
 
     async def run(self) -> None:
         specs = default_topic_specs(self.topics, request_partitions=self.config.request_partitions)
+        if self.lane.topic != self.topics.requests:
+            specs.append(TopicSpec(self.lane.topic, self.config.request_partitions))
         await self.transport.ensure_topics(specs)
-        async with self.transport.admin() as admin, publishing_traffic(self):
+        async with self.transport.admin() as admin, publishing_traffic(self), self._announcing():
             await self._run(admin)
+
+    def _announcing(self) -> CataloguePublisher | contextlib.nullcontext:
+        if self.base_name is None:
+            log.warning("the engine's base has no name the wire accepts: not announced in the catalogue")
+            return contextlib.nullcontext()
+        return CataloguePublisher(
+            self.transport, self.topics.catalogue, consumer_key(self.config.served_by), self.lane, self.engine,
+            self.base_name, self.config.catalogue_interval_s,
+        )
 
     async def _run(self, admin: Admin) -> None:
         config, intake = self.config, self.intake
@@ -97,7 +116,7 @@ class InferenceService:
         self.admission = admission = Admission(
             engine=self.engine, writer=writer, answers=self.answers, epochs=intake.epochs, finish=intake.finish,
             reply_policy=self.reply_policy, directory=directory, metrics=self.metrics, served_by=config.served_by,
-            memory=self.memory, outbox=outbox,
+            memory=self.memory, outbox=outbox, served_base=self.base_name,
         )
         control = ControlListener(self.transport, self.topics.control, on_cancel_request=admission.cancel)
         if hasattr(self.engine, "register_adapter"):

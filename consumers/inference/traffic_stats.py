@@ -104,9 +104,11 @@ class TrafficStatsPublisher:
         config: TrafficStatsConfig = TrafficStatsConfig(),
         *,
         clock: Callable[[], float] = time.monotonic,
+        lane: str | None = None,
     ) -> None:
         self._transport = transport
         self._topics = topics
+        self._lane = lane  # the base's own request topic it reads, None: the default requests topic
         self.consumer = consumer_key(served_by)
         self.config = config
         self._window = RateWindow(counts, config.top_n, config.window_s)
@@ -118,7 +120,7 @@ class TrafficStatsPublisher:
 
     async def __aenter__(self) -> Self:
         async with self._transport.admin() as admin:
-            self.num_partitions = len((await admin.describe_topic(self._topics.requests)).get("partitions") or ())
+            self.num_partitions = len((await admin.describe_topic(self._lane or self._topics.requests)).get("partitions") or ())
         producer = self._transport.producer()
         await producer.start()
         self._producer = producer
@@ -144,7 +146,9 @@ class TrafficStatsPublisher:
         if measured is None or self.num_partitions < 1:
             return
         total, rates = measured
-        report = TrafficReport(self.consumer, time.time_ns() // 1_000_000, self.num_partitions, total, rates)
+        report = TrafficReport(
+            self.consumer, time.time_ns() // 1_000_000, self.num_partitions, total, rates, requests_topic=self._lane
+        )
         await self._send(encode_report(report))
 
     async def _send(self, value: bytes | None) -> None:
@@ -158,6 +162,7 @@ class TrafficStatsPublisher:
 
 def publishing_traffic(service) -> TrafficStatsPublisher:
     """The publisher of an InferenceService (its transport, topics, served_by and metrics)."""
+    lane = service.lane.topic if service.lane.topic != service.topics.requests else None
     return TrafficStatsPublisher(
-        service.transport, service.topics, service.config.served_by, answered_counts(service.metrics)
+        service.transport, service.topics, service.config.served_by, answered_counts(service.metrics), lane=lane
     )

@@ -50,6 +50,7 @@ _BAD_INPUT: dict[str, ErrorCode] = {
 # also answers a request refused because too many adapter loads were pending)
 _NOT_BAD_INPUT: dict[str, ErrorCode] = {
     engine.AdapterUnavailableError.code: ErrorCode.ADAPTER_UNAVAILABLE,
+    engine.DeviceBudgetError.code: ErrorCode.ADAPTER_UNAVAILABLE,  # may fit once pinned adapters are released
 }
 
 

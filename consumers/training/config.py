@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gpu_engine.training.dataset import MAX_DATASET_ROWS
 from gpu_engine.training.dataset_source import MAX_DATASET_BYTES, check_dataset_roots
+from streamer.config import TopicNames
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class TrainWorkerConfig:
     max_dataset_bytes: int = MAX_DATASET_BYTES
     max_dataset_rows: int = MAX_DATASET_ROWS
     max_unfinished_runs: int = 3
+    base_lane: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset_roots", tuple(self.dataset_roots))
@@ -61,7 +63,19 @@ class TrainWorkerConfig:
             raise ValueError("max_dataset_bytes and max_dataset_rows must be >= 1")
         if self.max_unfinished_runs < 1:
             raise ValueError("max_unfinished_runs must be >= 1")
+        if self.base_lane:
+            TopicNames().training_requests_for(self.base_name)  # a lane is named by its base
 
     @property
     def base_name(self) -> str:
         return self.base_model_name or Path(self.base_model_path).name
+
+    def requests_topic(self, topics: TopicNames) -> str:
+        """The topic this worker reads: the shared training-requests topic, or its base's lane.
+        Raises ValueError when the lane's name is too long for `topics`' prefix."""
+        return topics.training_requests_for(self.base_name) if self.base_lane else topics.training_requests
+
+    @property
+    def consumer_group(self) -> str:
+        """The group it reads in: `group_id`, or `<group_id>.<base_name>` in a lane."""
+        return f"{self.group_id}.{self.base_name}" if self.base_lane else self.group_id

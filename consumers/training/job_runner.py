@@ -15,16 +15,29 @@ from typing import Protocol
 
 import msgspec
 
-from consumers.training.adapter_release import AdapterPublishError, install_trained, publish_files
+from consumers.training.adapter_release import (
+    AdapterPublishError,
+    VersionRecord,
+    announcement,
+    install_trained,
+    publish_files,
+    read_record,
+    record_version,
+    release_installed,
+    served_version,
+)
 from consumers.training.config import TrainWorkerConfig
 from consumers.training.job_log import JobLog
 from consumers.training.jobs import PreparedJob, end_run
 from consumers.training.publisher import TrainingPublisher
-from consumers.training.translation import bounded, now_ms, relayed_event, training_event
-from gpu_engine.training.adapter_store import AdapterStoreError
+from consumers.training.release_gate import ReleaseGate
+from consumers.training.translation import bounded, relayed_event, training_event
+from gpu_engine.training.adapter_store import AdapterStoreError, InstalledAdapter
+from gpu_engine.training.errors import TrainingError
 from gpu_engine.training.events import JobEvent, JobEventKind
 from gpu_engine.training.job_process import JobProcess
-from schemas import AdapterEvent, ErrorCode, JobState, TrainingRequest
+from schemas import ErrorCode, JobState, TrainingRequest
+from schemas.training import ReleaseDecision, ReleaseRule, ReleaseScores
 from streamer.transport import Record
 
 
@@ -62,9 +75,10 @@ class JobRun:
         config: TrainWorkerConfig,
         publisher: TrainingPublisher,
         launch: JobLauncher,
+        gate: ReleaseGate,
     ) -> None:
         self.request, self.record, self.prepared = request, record, prepared
-        self._config, self._publisher, self._launch = config, publisher, launch
+        self._config, self._publisher, self._launch, self._gate = config, publisher, launch, gate
         self._handle: JobHandle | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self.cancel_requested = False
@@ -134,46 +148,66 @@ class JobRun:
         return True
 
     async def _complete(self, event: JobEvent) -> str:
-        """Install, publish and announce the adapter; the job's outcome (completed or failed)."""
-        request = self.request
+        """Install and publish the adapter, evaluate it when asked, announce it when its release
+        rule holds; the job's outcome (completed or failed)."""
+        request, config = self.request, self._config
         try:
-            adapter = await asyncio.to_thread(install_trained, self._config, request, event.adapter_dir, event.checksum)
+            adapter = await asyncio.to_thread(install_trained, config, request, event.adapter_dir, event.checksum)
         except AdapterStoreError as exc:
             await self._publisher.fail(
                 self.record, request.job_id, ErrorCode.INVALID_REQUEST, str(exc), attempt=self.attempt
             )
             return "failed"
-        try:
-            uri = await asyncio.to_thread(publish_files, self._config, request.adapter_id, adapter)
-        except AdapterPublishError as exc:  # the adapter is installed locally; the remote copy failed
-            await self._publisher.fail(
-                self.record, request.job_id, ErrorCode.ADAPTER_UNAVAILABLE, str(exc), attempt=self.attempt
-            )
-            return "failed"
-        await self._publisher.announce(
-            AdapterEvent(
-                adapter_id=request.adapter_id,
-                version=adapter.version,
-                uri=uri,
-                checksum=adapter.checksum,
-                base_model=self._config.base_name,
-                rank=self.prepared.spec.r,
-                ts_ms=now_ms(),
-            )
-        )
+        record = await asyncio.to_thread(read_record, adapter)  # a redelivered job's, already evaluated
+        if record is None:
+            try:
+                scores = await self._evaluate(adapter)
+                uri = await asyncio.to_thread(publish_files, config, request.adapter_id, adapter)
+            except AdapterPublishError as exc:  # the adapter is installed locally; the remote copy failed
+                await self._publisher.fail(
+                    self.record, request.job_id, ErrorCode.ADAPTER_UNAVAILABLE, str(exc), attempt=self.attempt
+                )
+                return "failed"
+            except (TrainingError, ValueError) as exc:
+                reason = f"evaluation failed: {exc}"
+                await self._publisher.fail(self.record, request.job_id, ErrorCode.INTERNAL, reason, attempt=self.attempt)
+                return "failed"
+            record = VersionRecord(uri, config.base_name, self.prepared.spec.r, scores)
+            await asyncio.to_thread(record_version, adapter, record)
+        scores = record.release
+        if scores is None or scores.decision is ReleaseDecision.RELEASED:
+            history = await asyncio.to_thread(release_installed, config.adapter_root, request.adapter_id, adapter.version)
+            await self._publisher.announce(announcement(request.adapter_id, adapter, history))
         completed = training_event(
             request.job_id,
             JobState.COMPLETED,
             attempt=self.attempt,
             job_event=event,
             adapter_id=request.adapter_id,
-            adapter_uri=uri,
+            adapter_uri=record.uri,
             checksum=adapter.checksum,
         )
+        completed = msgspec.structs.replace(completed, adapter_version=adapter.version, release=scores)
         await self._publisher.settle(completed)
         # the job's saved result now answers a redelivery; its checkpoints are no longer needed
         await asyncio.to_thread(shutil.rmtree, self.prepared.spec.checkpoint_dir, ignore_errors=True)
-        return "completed"
+        return "completed" if scores is None else f"completed, {scores.reason}"
+
+    async def _evaluate(self, adapter: InstalledAdapter) -> ReleaseScores | None:
+        """The release gate's scores (None: the request asks for no evaluation)."""
+        request = self.request
+        if request.evaluation is None:
+            return None
+        served = None
+        if request.release.rule is ReleaseRule.BEAT_SERVED:
+            current = await asyncio.to_thread(served_version, self._config.adapter_root, request.adapter_id)
+            served = None if current is None else (current.version, current.path)
+        evaluating = training_event(request.job_id, JobState.PROGRESS, attempt=self.attempt)
+        notice = f"evaluating the candidate for release rule {request.release.rule.value}"
+        await self._publisher.report(msgspec.structs.replace(evaluating, notice=notice))
+        return await asyncio.to_thread(
+            self._gate.evaluate, request, self.prepared.spec, self.prepared.job_dir, adapter.path, served
+        )
 
     def _signal(self) -> None:
         """Pass a cancel or preemption to the job (once it started); kill it after the grace period."""

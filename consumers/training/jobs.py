@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import msgspec
 
 from consumers.training.config import TrainWorkerConfig
+from consumers.training.release_gate import EvalSets, check_release, copy_test_file, eval_rows
 from consumers.training.translation import job_spec, training_wire_code
 from gpu_engine.training.adapter_store import AdapterStoreError, installed, is_taken
 from gpu_engine.training.dataset import parse_rows
@@ -58,12 +59,16 @@ import an application."""
 
 
 def prepare_job(
-    config: TrainWorkerConfig, request: TrainingRequest, builtin_tasks: BuiltinTasks | None = None
+    config: TrainWorkerConfig,
+    request: TrainingRequest,
+    builtin_tasks: BuiltinTasks | None = None,
+    eval_sets: EvalSets | None = None,
 ) -> PreparedJob:
-    """Validate a request, copy its dataset and write its job spec (blocking file IO: run it in a thread).
+    """Validate a request, copy its dataset (and test file) and write its job spec (blocking file
+    IO: run it in a thread).
 
     Counts a run of the job (`end_run` once it has an outcome); raises JobRefused. A dataset named
-    by built-in task is refused unless `builtin_tasks` is given.
+    by built-in task is refused unless `builtin_tasks` is given, an evaluation unless `eval_sets` is.
     """
     if request.base_model not in (None, config.base_name, config.base_model_path):
         raise JobRefused(f"unknown base model {request.base_model!r}; this worker trains {config.base_name!r}")
@@ -72,6 +77,10 @@ def prepare_job(
     job_dir = Path(config.work_dir) / request.job_id
     created = not job_dir.exists()
     job_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_release(request, eval_sets)
+    except ValueError as exc:
+        raise JobRefused(str(exc)) from exc
     previous_runs = begin_run(job_dir, config.max_unfinished_runs)
     try:
         spec, num_rows, notice = _write_job(config, request, job_dir, builtin_tasks)
@@ -136,6 +145,14 @@ def _write_job(
         raise JobRefused(f"invalid hyperparameters: {exc}") from exc
     data, num_rows = _dataset(config, request.dataset, builtin_tasks)
     (job_dir / DATASET_FILE).write_bytes(data)
+    if request.evaluation is not None and request.evaluation.task is None:
+        try:
+            copy_test_file(config, request.evaluation, job_dir)
+            eval_rows(request.evaluation, spec, job_dir)
+        except TrainingError as exc:
+            raise JobRefused(f"evaluation: {exc.code.value}: {exc}", training_wire_code(exc.code.value)) from exc
+        except ValueError as exc:
+            raise JobRefused(f"evaluation: {exc}") from exc
     spec.save(job_dir / "spec.json")
     return spec, num_rows, chosen.notice
 

@@ -1,5 +1,8 @@
 """The training worker: TrainingRequests in (one consumer group), one job at a time, TrainingEvents
 out (keyed by job_id), adapters into the adapter root, AdapterEvents on the adapters topic.
+With `base_lane` it reads its base's own lane (`TopicNames.training_requests_for`) in group
+`<group_id>.<base>`, so workers of other bases never see its requests; a request for another base
+that reaches it anyway (the shared topic, or a lane written by hand) is refused as before.
 
 This module owns intake, commits and rebalances. Per request: decode → `queued` → validate off
 the event loop (`jobs.prepare_job`) → run the job and relay its events (`job_runner.JobRun`) →
@@ -19,6 +22,7 @@ topic (`cancellations`). Kafka is reached only through a `streamer.transport.Tra
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -27,6 +31,7 @@ from consumers.training.config import TrainWorkerConfig
 from consumers.training.job_runner import JobLauncher, JobRun, launch_job_process
 from consumers.training.jobs import BuiltinTasks, JobRefused, prepare_job, salvage_job_id
 from consumers.training.publisher import TrainingPublisher
+from consumers.training.release_gate import AnswerGenerator, EvalSets, ReleaseGate
 from consumers.training.translation import training_event
 from schemas import ErrorCode, InvalidEvent, JobState, TrainingRequest, decode_training_request
 from streamer import TopicNames, default_topic_specs
@@ -43,6 +48,8 @@ class TrainingWorker:
     """`await worker.run()` until `stop()`; `ready` is set once it consumes and listens for cancels.
 
     `launch` starts a prepared job (default: its own `run_job` process); tests script one.
+    `eval_sets` supplies the evaluations of the release gate (None: requests with one are refused);
+    `generate_answers` decodes them (default: the serving engine; tests script it).
     """
 
     def __init__(
@@ -53,12 +60,17 @@ class TrainingWorker:
         *,
         launch: JobLauncher = launch_job_process,
         builtin_tasks: BuiltinTasks | None = None,
+        eval_sets: EvalSets | None = None,
+        generate_answers: AnswerGenerator | None = None,
     ) -> None:
         self.topics, self.config = topics, config
         self.ready = asyncio.Event()
         self._transport = transport
         self._launch = launch
         self._builtin_tasks = builtin_tasks
+        self._eval_sets = eval_sets
+        gate_options = {} if generate_answers is None else {"generate": generate_answers}
+        self._gate = ReleaseGate(config, eval_sets, **gate_options)
         self._stopping = asyncio.Event()
         self._consumer: GroupConsumer | None = None
         self._publisher: TrainingPublisher | None = None
@@ -73,6 +85,10 @@ class TrainingWorker:
 
     async def run(self) -> None:
         specs = default_topic_specs(self.topics, training_partitions=self.config.training_partitions)
+        requests_topic = self.config.requests_topic(self.topics)
+        if requests_topic != self.topics.training_requests:  # its base's lane, shaped like the shared topic
+            (shared,) = (spec for spec in specs if spec.name == self.topics.training_requests)
+            specs.append(dataclasses.replace(shared, name=requests_topic))
         await self._transport.ensure_topics(specs)
         producer = self._transport.producer()
         await producer.start()
@@ -80,7 +96,7 @@ class TrainingWorker:
         try:
             self._publisher = TrainingPublisher(producer, self.topics)
             consumer = self._transport.group_consumer(
-                [self.topics.training_requests], group_id=self.config.group_id, listener=_Rebalance(self)
+                [requests_topic], group_id=self.config.consumer_group, listener=_Rebalance(self)
             )
             await consumer.start()
             self._consumer = consumer
@@ -149,12 +165,13 @@ class TrainingWorker:
             await self._publisher.settle(cancelled)
             return True
         try:
-            prepared = await asyncio.to_thread(prepare_job, self.config, request, self._builtin_tasks)
+            prepared = await asyncio.to_thread(prepare_job, self.config, request, self._builtin_tasks, self._eval_sets)
         except JobRefused as exc:
             await self._publisher.fail(record, request.job_id, exc.code, exc.reason, attempt=request.attempt)
             return True
         job = JobRun(
-            request, record, prepared, config=self.config, publisher=self._publisher, launch=self._launch
+            request, record, prepared, config=self.config, publisher=self._publisher, launch=self._launch,
+            gate=self._gate,
         )
         self._current = job
         if self._stopping.is_set():

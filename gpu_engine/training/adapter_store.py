@@ -7,7 +7,10 @@ redelivered job recognises its own output and the next version numbers itself); 
 copied into a staging directory beside the versions, checked against their checksum, then
 renamed into place, so a reader never sees a half-written version. Installing touches nothing but
 `<root>/<adapter_id>/.lorastream/` and the id's own two file links: the ids nested below it survive.
-The newest KEEP_VERSIONS versions are kept; older ones are pruned. No torch.
+A version installed without `make_current` is kept: its files are there, `current` does not move.
+Which versions were released, and in what order, is the release history (`release_history`):
+`release_version` pushes one and points `current` at it, `roll_back` pops the top. The newest
+KEEP_VERSIONS versions and the last KEEP_RELEASED released ones are kept; older ones are pruned. No torch.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ from gpu_engine.adapter_files import (
     is_reserved_segment,
 )
 from gpu_engine.training.errors import TrainErrorCode, TrainingError
+from gpu_engine.training.release_history import (
+    ReleaseHistory,
+    locked,
+    read_history,
+    write_evaluation,
+    write_history,
+)
 
 MARKER_FILE = "lorastream_training.json"
-KEEP_VERSIONS = 2  # the current version and the one before it (a loader may still be reading it)
+KEEP_VERSIONS = 2  # the newest installed (a loader may still be reading the one before the current)
+KEEP_RELEASED = 2  # the served version and the one a rollback returns to
 _VERSION_DIR = re.compile(r"^v(\d{1,10})$")
 
 
@@ -76,9 +87,20 @@ def is_taken(adapter_root: str | Path, adapter_id: str) -> bool:
 
 
 def install_adapter(
-    source_dir: str | Path, adapter_root: str | Path, adapter_id: str, *, job_id: str, checksum: str, overwrite: bool
+    source_dir: str | Path,
+    adapter_root: str | Path,
+    adapter_id: str,
+    *,
+    job_id: str,
+    checksum: str,
+    overwrite: bool,
+    make_current: bool = True,
+    evaluation: dict | None = None,
 ) -> InstalledAdapter:
-    """Install the adapter files of `source_dir` as the next version of `adapter_id`; return it."""
+    """Install the adapter files of `source_dir` as the next version of `adapter_id`; return it.
+
+    `make_current` False keeps it: installed, `current` unchanged. `evaluation` is recorded with it.
+    """
     target = adapter_path(adapter_root, adapter_id)
     previous = installed(adapter_root, adapter_id)
     if is_taken(adapter_root, adapter_id) and not overwrite:
@@ -95,17 +117,88 @@ def install_adapter(
         result = InstalledAdapter(job_id, version, checksum, str(versions / f"v{version}"))
         marker = {k: v for k, v in asdict(result).items() if k != "path"}
         (staging / MARKER_FILE).write_text(json.dumps(marker))
+        if evaluation is not None:
+            write_evaluation(staging, evaluation)
         os.rename(staging, result.path)
-        _replace_with_link(versions / CURRENT_LINK, f"v{version}", versions)
-        for name in ADAPTER_FILES:
-            _replace_with_link(target / name, f"{VERSIONS_DIR}/{CURRENT_LINK}/{name}", versions)
-        (target / MARKER_FILE).unlink(missing_ok=True)  # an installation of the single-directory layout
+        if make_current:
+            _point_current(target, version)
         _prune(versions, keep=KEEP_VERSIONS)
     except OSError as exc:
         raise AdapterStoreError(f"cannot install adapter {adapter_id!r}: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def installed_versions(adapter_root: str | Path, adapter_id: str) -> list[InstalledAdapter]:
+    """Every version a training job installed at this id (kept or released), oldest first."""
+    versions = adapter_path(adapter_root, adapter_id) / VERSIONS_DIR
+    found = []
+    for number in sorted(_version_numbers(versions)):
+        path = versions / f"v{number}"
+        try:
+            body = json.loads((path / MARKER_FILE).read_text())
+            found.append(InstalledAdapter(**body, path=str(path)))
+        except (OSError, json.JSONDecodeError, TypeError):
+            continue
+    return found
+
+
+def installed_version(adapter_root: str | Path, adapter_id: str, version: int) -> InstalledAdapter:
+    """One installed version; raises AdapterStoreError when it is not (or no longer) installed."""
+    for adapter in installed_versions(adapter_root, adapter_id):
+        if adapter.version == version:
+            return adapter
+    raise AdapterStoreError(f"adapter {adapter_id!r} has no installed version {version}")
+
+
+def release_history(adapter_root: str | Path, adapter_id: str) -> ReleaseHistory:
+    return read_history(adapter_path(adapter_root, adapter_id) / VERSIONS_DIR)
+
+
+def release_version(adapter_root: str | Path, adapter_id: str, version: int) -> ReleaseHistory:
+    """Record `version` (installed) as released and serve it from `current`; the new history.
+
+    A history that is empty while an earlier installation is current starts with that one, so a
+    rollback can return to it.
+    """
+    target = adapter_path(adapter_root, adapter_id)
+    versions = target / VERSIONS_DIR
+    installed_version(adapter_root, adapter_id, version)
+    with locked(versions):
+        history = read_history(versions)
+        previous = installed(adapter_root, adapter_id)
+        if not history.released and previous is not None and previous.version != version:
+            history = ReleaseHistory(history.revision, (previous.version,))
+        history = history.pushed(version)
+        _point_current(target, version)
+        write_history(versions, history)
+    return history
+
+
+def roll_back(adapter_root: str | Path, adapter_id: str) -> ReleaseHistory:
+    """Serve the release before the current one again (a new revision); raises AdapterStoreError
+    when none is recorded or its files were pruned."""
+    target = adapter_path(adapter_root, adapter_id)
+    versions = target / VERSIONS_DIR
+    with locked(versions):
+        try:
+            history = read_history(versions).popped()
+        except ValueError as exc:
+            raise AdapterStoreError(f"adapter {adapter_id!r}: {exc}") from exc
+        installed_version(adapter_root, adapter_id, history.current)
+        _point_current(target, history.current)
+        write_history(versions, history)
+    return history
+
+
+def _point_current(target: Path, version: int) -> None:
+    """Serve `version` from the id's `current` link and file links (each switched in one rename)."""
+    versions = target / VERSIONS_DIR
+    _replace_with_link(versions / CURRENT_LINK, f"v{version}", versions)
+    for name in ADAPTER_FILES:
+        _replace_with_link(target / name, f"{VERSIONS_DIR}/{CURRENT_LINK}/{name}", versions)
+    (target / MARKER_FILE).unlink(missing_ok=True)  # an installation of the single-directory layout
 
 
 def _version_numbers(versions: Path) -> list[int]:
@@ -128,6 +221,10 @@ def _replace_with_link(path: Path, target: str, tmp_dir: Path) -> None:
 
 
 def _prune(versions: Path, keep: int) -> None:
-    """Delete all but the newest `keep` version directories of this one id."""
+    """Delete all but the newest `keep` version directories of this one id, the current one and the
+    last KEEP_RELEASED released ones."""
+    current = os.readlink(versions / CURRENT_LINK) if (versions / CURRENT_LINK).is_symlink() else None
+    protected = {f"v{n}" for n in read_history(versions).released[-KEEP_RELEASED:]} | {current}
     for number in sorted(_version_numbers(versions))[:-keep]:
-        shutil.rmtree(versions / f"v{number}", ignore_errors=True)
+        if f"v{number}" not in protected:
+            shutil.rmtree(versions / f"v{number}", ignore_errors=True)

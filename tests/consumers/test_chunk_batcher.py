@@ -8,7 +8,7 @@ import pytest
 
 from consumers.inference.chunk_batcher import ChunkBatcher
 from streamer.send_policy import SendOutcome
-from schemas import ChunkBatch, ReplyAddress, TokenChunk, decode_reply
+from schemas import ChunkBatch, ReplyAddress, TokenChunk, decode_reply, encode
 
 
 class FakeOutbox:
@@ -78,3 +78,28 @@ async def test_a_failed_record_is_reported_once_per_request_it_carried():
     assert failed == []
     on_done(SendOutcome.NOT_AUTHORIZED)
     assert failed == [("r1", SendOutcome.NOT_AUTHORIZED), ("r2", SendOutcome.NOT_AUTHORIZED)]
+
+
+async def test_a_last_record_follows_the_chunks_waiting_for_its_address():
+    outbox = FakeOutbox()
+    batcher = ChunkBatcher(outbox, asyncio.get_running_loop())
+    sent_last: list[str] = []
+
+    def last(request_id: str, address: ReplyAddress):
+        def send():
+            sent_last.append(request_id)
+            outbox.put(address.topic, encode(chunk(request_id, 99)), partition=address.partition)
+
+        return send
+
+    batcher.then(B, last("idle", B))  # nothing waits for B: at once
+    assert sent_last == ["idle"]
+    for request_id in ("r1", "r2"):  # two streams finish in the same step: one chunk record, then both
+        batcher.add(A, chunk(request_id, 0))
+        batcher.then(A, last(request_id, A))
+    assert sent_last == ["idle"]
+    await asyncio.sleep(0)
+    assert sent_last == ["idle", "r1", "r2"]
+    records = [record for topic, record, _, _ in outbox.records if topic == "replies.a"]
+    assert isinstance(records[0], ChunkBatch) and [c.request_id for c in records[0].chunks] == ["r1", "r2"]
+    assert [r.request_id for r in records[1:]] == ["r1", "r2"]

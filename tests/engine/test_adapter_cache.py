@@ -136,7 +136,7 @@ def test_device_tier_evicts_lru_unpinned_slots_and_reuses_them(budget_adapters, 
         if op[0] == "+":
             slot = device.acquire(key)
             if slot is None:
-                assert device.can_fit(ADAPTER_BYTES)
+                assert device.can_fit(adapters[op[1]])
                 slot = device.insert(key, adapters[op[1]])
             slots[op[1]] = slot
         else:
@@ -159,9 +159,9 @@ def test_device_tier_cannot_fit_while_every_slot_is_pinned():
     device = DeviceCache(bank, 2 * ADAPTER_BYTES, CacheStats())
     device.insert(("a", 0), make_adapter("a"))
     device.insert(("b", 0), make_adapter("b"))
-    assert not device.can_fit(ADAPTER_BYTES)
+    assert not device.can_fit(make_adapter("c"))
     device.release(("a", 0))
-    assert device.can_fit(ADAPTER_BYTES)
+    assert device.can_fit(make_adapter("c"))
 
 
 def test_device_invalidation_waits_for_the_last_pin():

@@ -1,4 +1,4 @@
-"""Table-driven tests of the torch-free bookkeeping: segments, slots, scheduler, config."""
+"""Table-driven tests of the torch-free bookkeeping: segments, scheduler, config."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from gpu_engine.config import EngineConfig
 from gpu_engine.scheduler import Scheduler
 from gpu_engine.segments import BucketRows, Segment, find_segments, group_buckets, segment_sort_key
 from gpu_engine.seq_state import SeqState
-from gpu_engine.slots import SlotAllocator
 from gpu_engine.types import GenerationRequest
 
 A, B, C = (8, 0), (8, 2), (16, 1)
@@ -77,19 +76,6 @@ def test_sort_key_orders_by_rank_then_slot_with_base_last():
     assert sorted(keys, key=segment_sort_key) == [(8, 1), (8, 3), (16, 0), None]
 
 
-def test_slot_allocator_hands_out_lowest_free_slot():
-    slots = SlotAllocator(3)
-    assert [slots.allocate() for _ in range(3)] == [0, 1, 2]
-    assert not slots.can_allocate()
-    slots.release(1)
-    slots.release(0)
-    assert (slots.num_free, slots.allocate(), slots.allocate()) == (2, 0, 1)
-    with pytest.raises(ValueError):
-        slots.allocate()
-    with pytest.raises(ValueError):
-        SlotAllocator(2).release(0)
-
-
 def seq(request_id: str, prompt_len: int) -> SeqState:
     return SeqState.from_prompt(GenerationRequest(request_id, "p"), list(range(prompt_len)), None)
 
@@ -131,7 +117,7 @@ def test_scheduler_finish_frees_slot_for_waiting_request():
     scheduler.add(b)
     assert plan(scheduler) == [("a", 2)]
     scheduler.finish(a)
-    assert (a.kv_slot, scheduler.num_running, scheduler.num_waiting) == (None, 0, 1)
+    assert (a.kv_blocks, scheduler.num_running, scheduler.num_waiting) == ([], 0, 1)
     assert plan(scheduler) == [("b", 2)]
     scheduler.finish(b)
     scheduler.add(c := seq("c", 1))

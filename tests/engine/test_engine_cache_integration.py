@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import pytest
+import torch
 
 from gpu_engine import engine as engine_module
 from gpu_engine.adapter_ref import AdapterRef
@@ -17,7 +18,7 @@ from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
 from gpu_engine.engine_thread import EngineThread
 from gpu_engine.types import FinishReason, GenerationRequest, SamplingParams
-from gpu_engine.errors import AdapterCorruptError, AdapterNotFoundError, AdapterUnavailableError, EngineError
+from gpu_engine.errors import AdapterCorruptError, AdapterNotFoundError, DeviceBudgetError, EngineError
 from tests.engine.engine_helpers import Outcome, run_all
 from tests.engine.test_engine_thread import Collector
 
@@ -208,9 +209,29 @@ def test_a_small_device_budget_evicts_and_gives_the_same_tokens(make_engine, bud
 def test_an_adapter_larger_than_the_device_budget_is_refused_others_run(make_engine):
     engine, _ = make_engine(device_cache_bytes=20_000)  # r8-qv is 14 kB, r16-all 128 kB
     outcomes = run_all(engine, [request("big", "r16-all"), request("small", "r8-qv"), request("base", None)])
-    assert outcomes["big"].final.error_code == AdapterUnavailableError.code
+    assert outcomes["big"].final.error_code == DeviceBudgetError.code  # answered adapter_unavailable on the wire
     assert "budget" in outcomes["big"].final.error_message
     assert outcomes["small"].final.finish_reason is outcomes["base"].final.finish_reason is FinishReason.LENGTH
+    assert_nothing_pinned(engine)
+
+
+def test_out_of_device_memory_for_a_bank_slot_refuses_that_adapter_others_run(make_engine, monkeypatch):
+    """An allocation failure while placing an adapter (inside `schedule`) answers its requests with a typed
+    error; the step goes on, and the other requests run."""
+    engine, _ = make_engine()
+    allocate = engine.bank._zeros
+
+    def zeros(*shape):  # (capacity, rank, features): the rank-16 bucket cannot be allocated
+        if shape[1] == 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return allocate(*shape)
+
+    monkeypatch.setattr(engine.bank, "_zeros", zeros)
+    outcomes = run_all(engine, [request("big", "r16-all"), request("small", "r8-qv"), request("base", None)])
+    assert outcomes["big"].final.error_code == DeviceBudgetError.code
+    assert "out of device memory" in outcomes["big"].final.error_message
+    assert outcomes["small"].final.finish_reason is outcomes["base"].final.finish_reason is FinishReason.LENGTH
+    assert 16 not in engine.bank.buckets
     assert_nothing_pinned(engine)
 
 
@@ -219,7 +240,7 @@ def test_held_adapters_stay_resident_until_superseded(make_engine, adapter_root)
     key = engine.load_adapter("r8-qv")
     assert engine.adapter_cache.device.pinned_keys() == [("r8-qv", 0)]
     outcome = run_all(engine, [request("other", "r4-qv")])["other"]
-    assert outcome.final.error_code == AdapterUnavailableError.code  # the held one leaves no room
+    assert outcome.final.error_code == DeviceBudgetError.code  # the held one leaves no room
     assert engine.load_adapter("r8-qv") == key
     engine.register_adapter(AdapterRef("r8-qv", 1, (adapter_root / "r8-qv").as_uri()))
     engine.step()  # applies the invalidation: version 0 is no longer held

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpu_engine.attention import AttentionPlan, SeqChunk
 from gpu_engine.config import EngineConfig
 from gpu_engine.engine import Engine
 from gpu_engine.errors import UnsupportedModelError
 from gpu_engine.lora_ops import LoraStep
 from gpu_engine.segments import find_segments, segment_sort_key
+from gpu_engine.step_buffers import SeqChunk, pack_step
+from gpu_engine.step_runner import forward_step
 from gpu_engine.tiny import build_tiny_adapter, build_tiny_model
-from gpu_engine.transformer import forward
 from gpu_engine.types import GenerationRequest, SamplingParams
 from tests.engine.engine_helpers import ORACLE_ADAPTERS, peft_greedy, peft_model, run_all
 
@@ -24,6 +24,8 @@ ATOL = 1e-4
 def mixed_step_logits(engine: Engine, items: list[tuple[list[int], str | None]], next_tokens: list[int] | None):
     """Run all prompts as one prefill step (every row's logits), or one decode step after it."""
     keys = [None if a is None else engine.load_adapter(a) for _, a in items]
+    per_seq = -(-engine.max_model_len // engine.kv_cache.block_size)
+    tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(len(items))]  # disjoint block tables
     order = sorted(range(len(items)), key=lambda i: segment_sort_key(keys[i]))
     ids, positions, chunks, rows = [], [], [], []
     for i in order:
@@ -32,18 +34,16 @@ def mixed_step_logits(engine: Engine, items: list[tuple[list[int], str | None]],
             chunk_ids, start = prompt, 0
         else:
             chunk_ids, start = [next_tokens[i]], len(prompt)
-        chunks.append(SeqChunk(len(ids), len(chunk_ids), i, start))
+        chunks.append(SeqChunk(len(ids), len(chunk_ids), start, tables[i]))
         rows.append(list(range(len(ids), len(ids) + len(chunk_ids))))
         ids += chunk_ids
         positions += range(start, start + len(chunk_ids))
     segments = find_segments([keys[i] for i in order], [c.num_rows for c in chunks])
-    device = engine.model.device
+    kv_cache = engine.kv_cache
+    flat, shape = pack_step(chunks, ids, range(len(ids)), kv_cache.block_size, kv_cache.null_block)
     with torch.inference_mode():
-        logits = forward(
-            engine.model, engine.kv_cache, torch.tensor(ids, device=device), torch.tensor(positions, device=device),
-            AttentionPlan(chunks, engine.spec.sliding_windows, engine.kv_cache, device),
-            LoraStep(engine.bank, segments, engine.lora_backend), torch.arange(len(ids), device=device),
-        )
+        logits = forward_step(engine, engine.step_staging.upload(flat, shape),
+                              LoraStep(engine.bank, segments, engine.lora_backend))
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
     for i, row_ids in zip(order, rows):
         out[i] = logits[row_ids]

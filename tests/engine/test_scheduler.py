@@ -149,7 +149,7 @@ def test_lift_on_rearrival():
     # b's idle time is not banked: on re-arrival it is lifted to a's counter again
     sim.add(make_seq("b2", "b", max_new=1))
     assert sched.counters()["b"] == sched.counters()["a"]
-    assert b1.kv_slot is None
+    assert b1.kv_blocks == []
 
 
 def test_lift_when_nothing_is_active_uses_the_last_idle_counter():
@@ -315,7 +315,7 @@ def test_take_expired_returns_waiting_sequences_past_their_deadline():
     sim.step()  # "later" is due: schedule() does not admit it, "never" goes instead
     assert sim.admitted == ["running", "never"]
     assert [s.request_id for s in sched.take_expired()] == ["later"]
-    assert soon.kv_slot is None and sched.num_waiting == 0
+    assert soon.kv_blocks == [] and sched.num_waiting == 0
 
 
 def test_take_expired_is_free_without_deadlines():

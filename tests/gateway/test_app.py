@@ -136,3 +136,22 @@ async def test_not_ready_is_503():
     app = build_app(config, FakeClient(), ModelCatalogue("base"), GatewayMetrics(), is_ready=lambda: False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
         assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_a_model_of_another_base_is_sent_to_that_base():
+    """`<base>:<adapter>` for a base other than the gateway's own reaches LoraClient as `base=`;
+    the gateway's own base sends none (its default topic), as before."""
+    client = FakeClient()
+    app, _ = make(client)
+    for model in ("qwen-tiny:acme/sql", "tiny:acme/sql", "acme/sql"):
+        await sdk(app).completions.create(model=model, prompt="Say hi", max_tokens=3)
+    assert [(c["adapter_id"], c.get("base")) for c in client.calls] == [
+        ("acme/sql", "qwen-tiny"), ("acme/sql", None), ("acme/sql", None),
+    ]  # fmt: skip
+
+
+async def test_a_base_nobody_serves_is_a_404_at_once():
+    app, _ = make(FakeClient(error=ErrorCode.BASE_NOT_SERVED))
+    with pytest.raises(openai.NotFoundError) as info:
+        await sdk(app).completions.create(model="qwen-tiny:acme/x", prompt="p", max_tokens=2)
+    assert info.value.code == "base_not_served"

@@ -19,7 +19,10 @@ from bench.gpu_env import read_outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_TESTS = ("test_engine_nf4_devices::test_nf4_base_matches_peft_on_the_same_nf4_base[cuda]",
-              "test_engine_triton::test_engine_on_cuda_with_triton_matches_peft")
+              "test_engine_triton::test_engine_on_cuda_with_triton_matches_peft",
+              "test_cuda_graphs::test_graph_decode_on_cuda_matches_eager_and_peft",
+              "test_lora_cuda::test_upload_is_one_staged_copy_on_the_load_stream_and_the_compute_stream_waits_for_it",
+              "test_lora_cuda::test_static_shape_step_replays_in_a_cuda_graph_with_another_layout")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,11 @@ def test_versions_are_checked_with_cpu_expectations(dry_run):
 def test_kernel_tests_ran_under_the_interpreter(dry_run):
     outcomes = read_outcomes(dry_run[1] / "triton-tests.xml")
     assert len(outcomes) >= 10 and set(outcomes.values()) == {"passed"}
-    assert all(test_id.startswith("test_engine_triton::test_triton_matches_reference[") for test_id in outcomes)
+    assert all(test_id.startswith("test_engine_triton::test_triton_") for test_id in outcomes)
+    assert {test_id.split("[")[0] for test_id in outcomes} >= {  # every kernel property, not only the match
+        "test_engine_triton::test_triton_matches_reference", "test_engine_triton::test_triton_wrong_slot_is_caught",
+        "test_engine_triton::test_triton_static_shape_launches_every_bucket", "test_engine_triton::test_triton_split_k_shrink",
+    }
 
 
 def test_cuda_tests_were_selected_and_skipped(dry_run):
@@ -74,4 +81,7 @@ def test_bench_wrote_its_json_round_by_round(dry_run):
     assert environment["triton"] and environment["transformers"] and environment["cuda_available"] is False
     assert any("attention" in op for op in environment["attention_kernels"]["decode"])
     assert "round 1/2" in dry_run[0].stdout and "round 2/2" in dry_run[0].stdout
+    assert result["capacity"]["paged_over_slot"] >= 4 and result["capacity"]["kv_budget_gib"] > 0
+    for workload in ("base", "land_32"):  # graphs are off on the CPU: eager only
+        assert result["step_ms"][workload]["eager"] > 0 and result["step_ms"][workload]["graph"] is None
     assert (dry_run[1] / "gpu.png").read_bytes()[:4] == b"\x89PNG"

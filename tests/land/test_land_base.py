@@ -74,11 +74,12 @@ def test_land_base_only_prints_the_cached_base_folder(tmp_path, capsys):
     """Issue 17: where the land's base lives was found only through `ls`: `land --base-only` says it."""
     from cli.land_commands import print_base
     from cli.main import build_parser
+    from land.bases import LandBase
     from land.land import LandConfig
 
     args = build_parser().parse_args(["land", "--base-only", "--workdir", str(tmp_path)])
     assert args.base_only and args.workdir == str(tmp_path)
-    config = LandConfig(workdir=str(tmp_path), base=SMALL_BASE)
+    config = LandConfig(workdir=str(tmp_path), bases=(LandBase("llama", SMALL_BASE),))
     assert print_base(config) == 0
     built = capsys.readouterr()
     assert built.out == f"{cached_base(tmp_path, SMALL_BASE)}\n"

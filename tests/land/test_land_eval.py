@@ -18,7 +18,9 @@ from land.evaluate import (
     plan_requests,
     score_answers,
 )
+from land.fewshot import FewShotScore
 from land.land_doc import write_land_doc
+from land.matrix import FewShotColumn, MatrixResult
 from land.report import eval_title, leaderboard, misses_table, save_chart, write_json
 from land.results import MAX_EXAMPLES, MAX_MISSES, EvalResult
 from land.spec import Metric, Task, TaskRow, TaskSpec
@@ -158,6 +160,9 @@ def test_misses_and_examples_are_kept_per_task_bounded_and_shown(tmp_path):
 
 def test_land_doc_takes_every_figure_from_the_json(tmp_path):
     result = make_result()
+    fewshot = FewShotColumn("big", (FewShotScore("labels", 3, 50.0, 4), FewShotScore("sums", 2, 100.0, 5)))
+    matrix = MatrixResult({"llama": result, "qwen2": result}, fewshot, num_requests=46, wall_s=2.0)
+    model = {"layers": 4, "hidden": 128, "steps": 1000, "batch_size": 16, "seq_len_tokens": 64, "max_positions": 256}
     extra = {
         "timings_s": {"base_s": 1.0, "train_s": 2.0, "eval_s": 3.0, "total_s": 6.0},
         "config": {
@@ -168,19 +173,34 @@ def test_land_doc_takes_every_figure_from_the_json(tmp_path):
             "target_modules": ["q_proj"],
             "batch_size": 16,
             "num_workers": 2,
-            "base": {"layers": 4, "hidden": 128, "vocab_size": 1024, "steps": 1000},
+            "max_shots": 4,
+        },
+        "models": {
+            "llama": {"config": {**model, "arch": "llama"}, "num_params": 860000, "final_loss": 1.23, "pretrain_s": 90},
+            "qwen2": {"config": {**model, "arch": "qwen2"}, "num_params": 860000, "final_loss": 1.31, "pretrain_s": 95},
+            "big": {"config": {**model, "arch": "llama", "max_positions": 512}, "num_params": 3440000,
+                    "final_loss": 1.01, "pretrain_s": 300},
         },
         "environment": {"cpus": 2, "platform": "Linux", "python": "3.11", "loadavg_1m_end": 0.5},
     }
-    json_path = write_json(tmp_path / "bench" / "land.json", result, extra)
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "pretraining.json").write_text(json.dumps({"final_loss": 1.23, "num_params": 860000}))
-    doc = write_land_doc(
-        tmp_path / "land.md", json_path, tmp_path / "bench" / "land.png", tmp_path / "base"
-    ).read_text()
-    assert "**Mean gain: +100.0 points**" in doc and "(bench/land.png)" in doc
-    assert "| labels | accuracy | 4 | 0.0 | 100.0 | +100.0 |" in doc
-    assert "0.9M-parameter" in doc and "loss 1.23" in doc and "| **total** | **6** |" in doc
+    json_path = tmp_path / "bench" / "land.json"
+    json_path.parent.mkdir()
+    json_path.write_text(json.dumps({**matrix.to_json(), **extra}))
+    doc = write_land_doc(tmp_path / "land.md", json_path, tmp_path / "bench" / "land.png").read_text()
+    assert "**llama: mean gain +100.0 points**" in doc and "**qwen2: mean gain +100.0 points**" in doc
+    assert "(bench/land.png)" in doc
+    assert "| labels | accuracy | 0.0 | 100.0 | +100.0 | 0.0 | 100.0 | +100.0 | 50.0 |" in doc
+    assert "| llama | llama | 0.9M | 4 × 128 |" in doc and "| 1.23 |" in doc and "| qwen2 | qwen2 |" in doc
+    assert "| **total** | **6** |" in doc and "big 300 s" in doc
+    # sums: 100 vs 100 is not a win; labels: 100 vs 50 is, for both bases
+    assert "beat the few-shot big on 1 of 2 tasks (llama's on 1 of 2, qwen2's on 1 of 2)" in doc
+    assert "4.0x the\nparameters" in doc and "| labels | 3 | 50.0 | 100.0 ✓ | 100.0 ✓ |" in doc
+    assert "Mean few-shot score 75.0, against 0.0" in doc and "gift of scale" not in doc
+    body = json.loads(json_path.read_text())
+    body["fewshot"]["mean"] = 49.0  # closer to the small bases without examples than to their adapters: why
+    json_path.write_text(json.dumps(body))
+    doc = write_land_doc(tmp_path / "land.md", json_path, tmp_path / "bench" / "land.png").read_text()
+    assert "Mean few-shot score 49.0, against 0.0" in doc and "gift of scale" in doc
 
 
 @pytest.mark.parametrize("num_partitions", [1, 2, 3])

@@ -138,7 +138,7 @@ async def test_extreme_fields_on_every_topic(
     expected_errors = Counter(code for code in map(expected_error, bad_requests) if code is not None)
     valid_extremes = {
         f"valid-{i}": msgspec.json.encode(
-            {**BODIES[schemas.InferenceRequest], "request_id": f"valid-{i}", "reply_to": reply_to, **fields}
+            {**BODIES[schemas.InferenceRequest], "base": None, "request_id": f"valid-{i}", "reply_to": reply_to, **fields}
         )
         for i, (_, fields) in enumerate(VALID_EXTREMES)
     }

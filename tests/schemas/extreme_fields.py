@@ -25,6 +25,11 @@ Path = tuple[str | int, ...]
 TOKEN = "a-valid-reply-token-0123"
 CHECKSUM = "0123456789abcdef" * 4
 
+_SCORES = {
+    "decision": "kept", "rule": "beat_served", "margin_points": 5.0, "task": "sentiment", "metric": "accuracy",
+    "num_examples": 100, "candidate": 61.0, "base": 55.0, "served": 70.0, "served_version": 2, "reason": "kept",
+}  # fmt: skip
+
 _CHUNK = {
     "kind": "chunk", "request_id": "r-1", "attempt": 0, "seq": 0, "text": "hi", "token_ids": [1, 2],
     "reply_token": TOKEN, "schema_version": 1,
@@ -38,14 +43,14 @@ BODIES: dict[type, dict[str, Any]] = {
                    "seed": 7, "ignore_eos": False},
         "reply_to": {"topic": "lorastream.replies.c1", "partition": 0},
         "deadline_ms": 2_000_000_000_000, "priority": 1, "attempt": 0, "created_ms": 1_700_000_000_000,
-        "stream": True, "batch_chunks": False, "reply_token": TOKEN, "schema_version": 1,
+        "stream": True, "batch_chunks": False, "reply_token": TOKEN, "base": "tiny-llama", "schema_version": 1,
     },
     schemas.CancelRequest: {"kind": "cancel", "request_id": "r-1", "schema_version": 1},
     schemas.CancelJob: {"kind": "cancel_job", "job_id": "j-1", "schema_version": 1},
     schemas.AdapterEvent: {
         "kind": "adapter", "adapter_id": "acme/sentiment", "version": 3, "uri": "file:///adapters/x",
         "checksum": CHECKSUM, "base_model": "tiny-llama", "rank": 8, "deleted": False,
-        "ts_ms": 1_700_000_000_000, "schema_version": 1,
+        "ts_ms": 1_700_000_000_000, "revision": 4, "release": _SCORES, "schema_version": 1,
     },
     schemas.TrainingRequest: {
         "kind": "train", "job_id": "j-1", "adapter_id": "acme/new",
@@ -58,7 +63,10 @@ BODIES: dict[type, dict[str, Any]] = {
             "effective_batch_size": 16, "micro_batch_size": 4, "max_steps": 10, "epochs": 1.0,
             "max_seq_len": 512, "seed": 3, "quantize": "none",
         },
-        "overwrite": False, "attempt": 0, "schema_version": 1,
+        "overwrite": False, "attempt": 0,
+        "evaluation": {"task": "sentiment", "test_uri": "/data/test.jsonl", "held_out": False, "metric": "accuracy",
+                       "max_examples": 50, "max_new_tokens": 8},
+        "release": {"rule": "beat_base", "margin_points": 5.0}, "schema_version": 1,
     },
     schemas.TokenChunk: _CHUNK,
     schemas.ChunkBatch: {"kind": "chunks", "chunks": [_CHUNK], "schema_version": 1},
@@ -84,7 +92,8 @@ BODIES: dict[type, dict[str, Any]] = {
         "attempt": 0, "step": 5, "total_steps": 10, "loss": 0.5, "eval_loss": 0.6,
         "learning_rate": 1e-4, "tokens_per_s": 100.0, "eta_s": 1.0, "quantization": "none",
         "adapter_id": "acme/new", "adapter_uri": "file:///adapters/acme/new", "checksum": CHECKSUM,
-        "metrics": {"steps": 10.0}, "code": "internal", "reason": "why", "notice": "chosen", "schema_version": 1,
+        "metrics": {"steps": 10.0}, "code": "internal", "reason": "why", "notice": "chosen",
+        "adapter_version": 2, "release": _SCORES, "schema_version": 1,
     },
 }  # fmt: skip
 

@@ -136,3 +136,27 @@ def test_chunk_batches_decode_as_replies_and_are_opt_in():
     # a request from a client that predates batches does not ask for them
     old = schemas.decode_request(b'{"kind":"request","request_id":"r1","prompt":"hi"}')
     assert old.batch_chunks is False
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _request(params={"top_p": 0}),
+        msgspec.json.encode({"kind": "train", "job_id": "j", "adapter_id": "a", "dataset": {"uri": "/d.jsonl"},
+                             "hyperparameters": {"learning_rate": 0}}),
+        msgspec.json.encode({"kind": "train", "job_id": "j", "adapter_id": "a", "dataset": {"uri": "/d.jsonl"},
+                             "hyperparameters": {"alpha": 0.0, "epochs": 0}}),
+    ],
+)
+def test_positive_bounds_hold_when_denormals_are_flushed(raw):
+    """torch.set_flush_denormal (bench/engine.py) or a fast-math library turns on FTZ/DAZ for the whole
+    process; msgspec's `gt=0` then let 0 through (seen after the training benchmark ran in the suite)."""
+    torch = pytest.importorskip("torch")
+    assert torch.set_flush_denormal(True)
+    try:
+        assert not 5e-324 > 0.0  # the mode is on: the smallest subnormal reads as zero
+        with pytest.raises(InvalidEvent) as info:
+            schemas.decode(raw, schemas.InferenceRequest | schemas.TrainingRequest)
+        assert info.value.code is ErrorCode.INVALID_REQUEST
+    finally:
+        torch.set_flush_denormal(False)

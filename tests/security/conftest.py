@@ -1,8 +1,9 @@
 """Apache Kafka with SASL/SCRAM and the StandardAuthorizer, started once for tests/security, and
 the deployment's ACLs (streamer.acls) applied to one topic prefix.
 
-Principals: the inference service, the training worker, an operator, tenant "alice" (may
-fine-tune) and tenant "bob"; "carol" has a reply topic but is no tenant the service answers.
+Principals: the inference service, the training worker, an operator, a release operator
+("release-bot"), tenant "alice" (may fine-tune) and tenant "bob"; "carol" has a reply topic but is
+no tenant the service answers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from devbrokers.secured import ADMIN_USER, SecuredKafkaJarBroker
 from tests.integration.conftest import tiny_model  # noqa: F401  (re-exported fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
-PRINCIPALS = Principals(operators=("ops",), tenants=(Tenant("alice", may_train=True), Tenant("bob")))
+PRINCIPALS = Principals(
+    operators=("ops",), tenants=(Tenant("alice", may_train=True), Tenant("bob")), release_operators=("release-bot",)
+)
 OUTSIDER = "carol"  # a reply-topic prefix no tenant of PRINCIPALS owns
 
 
@@ -50,7 +53,7 @@ class SecuredDeployment:
 def secured_broker() -> Iterator[SecuredKafkaJarBroker]:
     libs_dir = os.environ.get("LORASTREAM_KAFKA_LIBS") or ROOT / ".cache" / "kafka" / "libs"
     p = PRINCIPALS
-    users = [p.inference, p.trainer, *p.operators, *(t.name for t in p.tenants), OUTSIDER]
+    users = [p.inference, p.trainer, *p.operators, *p.release_operators, *(t.name for t in p.tenants), OUTSIDER]
     broker = SecuredKafkaJarBroker(libs_dir, users={u: secrets.token_hex(12) for u in users})
     try:
         broker.start()

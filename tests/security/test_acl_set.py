@@ -170,3 +170,54 @@ def test_docs_show_the_acl_set_the_command_prints():
         assert main(block.group(1).split()) == 0
     assert block.group(2) == out.getvalue()
 
+
+
+# Training lanes (issue 11 §3): `<prefix>.training.requests.base.<base>`, group `<training group>.<base>`
+TRAINING_LANE_ROWS = [  # (user, topic, operation, allowed)
+    (TRAINER, "ls.training.requests.base.alpha", R, True),
+    (TRAINER, "ls.training.requests.base.alpha", C, True),
+    (TRAINER, "ls.training.requests.base.alpha", W, False),
+    (SERVICE, "ls.training.requests.base.alpha", R, False),
+    ("a", "ls.training.requests.base.alpha", W, True),  # may train
+    ("a", "ls.training.requests.base.alpha", D, True),  # submit_training looks the lane up
+    ("a", "ls.training.requests.base.alpha", R, False),
+    ("a", "ls.training.requests.base.alpha", C, False),
+    ("bob", "ls.training.requests.base.alpha", W, False),  # may not train
+    ("bob", "ls.training.requests.base.alpha", D, False),
+    ("a", "ls.training.events", W, False),  # the lanes' prefix covers nothing beside them
+    ("ops", "ls.training.requests.base.alpha", R, True),
+    ("ops", "ls.training.requests.base.alpha", W, False),
+]
+
+
+@pytest.mark.parametrize(("user", "name", "op", "allowed"), TRAINING_LANE_ROWS, ids=[f"{u}-{o.name}-{n}" for u, n, o, _ in TRAINING_LANE_ROWS])
+def test_training_lane_rights(user, name, op, allowed):
+    assert name.startswith(TOPICS.training_lanes_prefix) or name == TOPICS.training_events
+    assert allows(user, ResourceType.TOPIC, name, op) is allowed
+
+
+@pytest.mark.parametrize(
+    ("user", "ops"), [(TRAINER, {R, D}), (SERVICE, set()), ("a", set()), ("ops", {R, D, DEL})]
+)
+def test_only_the_trainer_joins_a_training_lanes_group(user, ops):
+    group = f"{TRAINING_GROUP}.alpha"
+    assert {op for op in Operation if allows(user, ResourceType.GROUP, group, op)} == ops
+
+
+def test_release_operators_write_the_adapters_topic_and_nothing_else():
+    """`lorastream promote` / `rollback` announce a revision: WRITE and DESCRIBE on the literal
+    adapters topic, for the release operators only (never a tenant, not even one that may train)."""
+    principals = dataclasses.replace(PRINCIPALS, release_operators=("release-bot",))
+    bindings = lorastream_acls(TOPICS, principals)
+    granted = {(b.resource_type, b.resource_name, b.pattern_type, b.operation) for b in bindings if b.principal == "User:release-bot"}
+    assert granted == {(ResourceType.TOPIC, TOPICS.adapters, PatternType.LITERAL, op) for op in (W, D)}
+    writers = {b.principal for b in bindings if b.operation is W and TOPICS.adapters.startswith(b.resource_name)}
+    assert writers == {f"User:{TRAINER}", "User:release-bot"}
+    assert set(lorastream_acls(TOPICS, PRINCIPALS)) < set(bindings)  # nothing else changes
+
+
+def test_a_release_operator_is_one_principal_with_one_role():
+    with pytest.raises(ValueError, match="distinct"):
+        Principals(tenants=(Tenant("a"),), release_operators=("a",))
+    with pytest.raises(ValueError, match="user"):
+        Principals(release_operators=("has space",))

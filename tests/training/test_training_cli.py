@@ -140,3 +140,23 @@ async def test_the_terminal_bar_is_labelled_with_the_adapter_and_never_cuts_the_
     rendered = out.getvalue()
     assert "acme/sql (job job-1234)" in rendered and "training (none)" not in rendered
     assert "2500/3000" in rendered and "eta 2m05s" in rendered
+
+
+def test_base_lane_names_the_workers_topic_and_group(tmp_path) -> None:
+    from cli.train_commands import _worker_config
+    from streamer import TopicNames
+
+    argv = ["train-worker", "--model", str(tmp_path / "m"), "--adapters", "a", "--base-name", "alpha"]
+    shared, lane = (_worker_config(parser().parse_args(argv + extra)) for extra in ([], ["--base-lane"]))
+    assert (shared.requests_topic(TopicNames()), shared.consumer_group) == ("lorastream.training.requests", "lorastream-training")
+    assert (lane.requests_topic(TopicNames()), lane.consumer_group) == (
+        "lorastream.training.requests.base.alpha", "lorastream-training.alpha",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [["--base-name", "org/model"], []])
+def test_a_lane_without_a_topic_safe_base_name_is_refused_before_connecting(extra, capsys) -> None:
+    """Without --base-name the lane is named by the model directory: `m:q` cannot name a topic."""
+    args = parser().parse_args(["train-worker", "--model", "/models/m:q", "--adapters", "a", "--base-lane", *extra])
+    assert cmd_train_worker(args) == 2
+    assert "cannot name a topic" in capsys.readouterr().out

@@ -349,3 +349,91 @@ def test_cancelled_jobs_remember_the_most_recent(capacity, added, remembered) ->
     for job_id in added:
         cancelled.add(job_id)
     assert {job_id for job_id in "abc" if job_id in cancelled} == remembered
+
+
+def _lane_config(config: TrainWorkerConfig, base: str) -> TrainWorkerConfig:
+    """A worker of base `base` in its own training lane, with its own job and adapter directories."""
+    root = Path(config.work_dir).parent / base
+    return dataclasses.replace(
+        config, base_model_name=base, base_lane=True, work_dir=str(root / "jobs"), adapter_root=str(root / "adapters")
+    )
+
+
+async def test_each_lane_worker_takes_only_its_own_bases_jobs(bus: Bus, config) -> None:
+    """Two workers of two bases, each in its lane: each job is run by its own base's worker and
+    announced for that base; a job for another base written into a lane by hand is refused there."""
+    alpha, beta = _lane_config(config, "alpha"), _lane_config(config, "beta")
+    jobs = {"alpha": ScriptedJobs(), "beta": ScriptedJobs()}
+    sent = [("job-a1", "alpha", "alpha"), ("job-b1", "beta", "beta"), ("job-a2", "alpha", None), ("job-x", "alpha", "beta")]
+    async with (
+        running(TrainingWorker(bus.transport, bus.topics, alpha, launch=jobs["alpha"])),
+        running(TrainingWorker(bus.transport, bus.topics, beta, launch=jobs["beta"])),
+    ):
+        for job_id, lane, base_model in sent:
+            request = encode(_request(config, job_id, base_model=base_model))
+            await bus.send(bus.topics.training_requests_for(lane), request, key=job_id)
+        terminal = {job_id: (await bus.job_events(job_id, _terminal))[-1] for job_id, _, _ in sent}
+        announced = [decode_adapter_event(v) for v in await bus.read_until(bus.topics.adapters, lambda v: len(v) >= 3)]
+    assert {job_id: e.state for job_id, e in terminal.items()} == {
+        "job-a1": JobState.COMPLETED, "job-b1": JobState.COMPLETED, "job-a2": JobState.COMPLETED, "job-x": JobState.FAILED,
+    }  # fmt: skip
+    assert "unknown base model 'beta'" in terminal["job-x"].reason
+    assert {base: sorted(Path(j.prepared.job_dir).name for j in js.launched) for base, js in jobs.items()} == {
+        "alpha": ["job-a1", "job-a2"], "beta": ["job-b1"],
+    }  # fmt: skip
+    assert sorted((a.adapter_id, a.base_model) for a in announced) == [
+        ("acme/job-a1", "alpha"), ("acme/job-a2", "alpha"), ("acme/job-b1", "beta"),
+    ]  # fmt: skip
+    assert await bus.committed(config.group_id) == 0  # the shared topic's group saw nothing
+
+
+@pytest.mark.parametrize(
+    ("base_lane", "topic", "group"),
+    [(False, "p.training.requests", "g"), (True, "p.training.requests.base.alpha", "g.alpha")],
+)
+def test_a_lane_worker_reads_its_bases_topic_in_its_own_group(config, base_lane, topic, group) -> None:
+    lane = dataclasses.replace(config, base_model_name="alpha", group_id="g", base_lane=base_lane)
+    assert (lane.requests_topic(TopicNames("p")), lane.consumer_group) == (topic, group)
+
+
+@pytest.mark.parametrize("base", ["org/model", "a:b", "..", "x" * 250])
+def test_a_lane_needs_a_topic_safe_base_name(config, base) -> None:
+    with pytest.raises(ValueError, match="cannot name a topic"):
+        dataclasses.replace(config, base_model_name=base, base_lane=True)
+    assert dataclasses.replace(config, base_model_name=base).requests_topic(TopicNames("p")) == "p.training.requests"
+
+
+@pytest.mark.kafka
+async def test_submit_training_sends_a_job_to_its_bases_lane_when_there_is_one(kafka_config, topic_names, config) -> None:
+    """`submit_training` on Apache Kafka: jobs for alpha and beta go to their lanes and are run by
+    their own workers; a base without a lane (gamma, or a path) uses the shared topic, where the
+    shared worker (of alpha) refuses gamma with a typed failure."""
+    from streamer.transport.kafka import KafkaTransport
+    from streamer.training_client import build_training_request, submit_training, training_requests_topic
+
+    bus = Bus(KafkaTransport(kafka_config), topic_names)
+    shared = dataclasses.replace(config, base_model_name="alpha")
+    alpha, beta = _lane_config(config, "alpha"), _lane_config(config, "beta")
+    jobs = {name: ScriptedJobs() for name in ("alpha", "beta", "shared")}
+    dataset = str(Path(config.dataset_roots[0]) / "task.jsonl")
+    async with (
+        running(TrainingWorker(bus.transport, bus.topics, alpha, launch=jobs["alpha"])),
+        running(TrainingWorker(bus.transport, bus.topics, beta, launch=jobs["beta"])),
+        running(TrainingWorker(bus.transport, bus.topics, shared, launch=jobs["shared"])),
+    ):
+        outcomes = {}
+        for job_id, base in [("job-a", "alpha"), ("job-b", "beta"), ("job-g", "gamma")]:
+            request = build_training_request(f"acme/{job_id}", dataset, job_id=job_id, base_model=base)
+            async with await submit_training(kafka_config, topic_names, request) as job:
+                outcomes[job_id] = (job.requests_topic, await job.wait(idle_timeout_s=TIMEOUT_S))
+        assert await training_requests_topic(kafka_config, topic_names, "/models/alpha") == topic_names.training_requests
+        assert await training_requests_topic(kafka_config, topic_names, None) == topic_names.training_requests
+    assert {job_id: (topic, event.state) for job_id, (topic, event) in outcomes.items()} == {
+        "job-a": (topic_names.training_requests_for("alpha"), JobState.COMPLETED),
+        "job-b": (topic_names.training_requests_for("beta"), JobState.COMPLETED),
+        "job-g": (topic_names.training_requests, JobState.FAILED),
+    }
+    assert "unknown base model 'gamma'" in outcomes["job-g"][1].reason
+    assert {name: [Path(j.prepared.job_dir).name for j in js.launched] for name, js in jobs.items()} == {
+        "alpha": ["job-a"], "beta": ["job-b"], "shared": [],
+    }  # fmt: skip
