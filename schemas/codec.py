@@ -55,6 +55,7 @@ def decode(data: bytes, kind: type[T] | Any) -> T:
         _raise_invalid(data, ErrorCode.INVALID_REQUEST, str(exc))
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError, TypeError) as exc:
         _raise_invalid(data, ErrorCode.MALFORMED, str(exc) or type(exc).__name__)
+    _check_positive(data, event)
     version = getattr(event, "schema_version", SCHEMA_VERSION)
     if version > SCHEMA_VERSION:
         _raise_invalid(
@@ -63,6 +64,27 @@ def decode(data: bytes, kind: type[T] | Any) -> T:
             f"schema_version {version} is newer than supported {SCHEMA_VERSION}",
         )
     return event
+
+
+def _check_positive(data: bytes, event: object) -> None:
+    """The `gt=0` float bounds, checked again in Python. msgspec tests `gt=0.0` as "at least the
+    smallest subnormal", which lets 0 through once something in the process has turned on
+    flush-to-zero / denormals-are-zero (torch.set_flush_denormal, a library built with fast-math);
+    Python's `>` on 0.0 does not depend on that mode."""
+    if isinstance(event, InferenceRequest):
+        values = {"params.top_p": event.params.top_p}
+    elif isinstance(event, TrainingRequest):
+        settings = event.hyperparameters
+        values = {
+            "hyperparameters.alpha": settings.alpha,
+            "hyperparameters.learning_rate": settings.learning_rate,
+            "hyperparameters.epochs": settings.epochs,
+        }
+    else:
+        return
+    for path, value in values.items():
+        if value is not None and not value > 0:
+            _raise_invalid(data, ErrorCode.INVALID_REQUEST, f"Expected `float` > 0.0 - at `$.{path}`")
 
 
 def decode_request(data: bytes) -> InferenceRequest:

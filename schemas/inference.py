@@ -9,7 +9,6 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
-    require_positive,
     Checksum,
     MAX_BATCH_CHUNKS,
     MAX_NEW_TOKENS,
@@ -56,9 +55,6 @@ class SamplingParams(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     stop: Annotated[list[StopString], msgspec.Meta(max_length=MAX_STOP_STRINGS)] = []
     seed: Seed | None = None
     ignore_eos: bool = False  # True: the model's end-of-sequence tokens do not end the answer
-
-    def __post_init__(self) -> None:
-        require_positive(top_p=self.top_p)
 
 
 class ChatMessage(msgspec.Struct, frozen=True):

@@ -96,14 +96,3 @@ def clip_message(text: str) -> str:
         return text
     return text[: MAX_MESSAGE_CHARS - 1] + "…"
 
-
-def require_positive(**values: float | None) -> None:
-    """Raise ValueError for any given value that is not > 0 (None: unset, fine).
-
-    The `gt=0` bounds of the Structs are checked again here, in Python: msgspec tests `gt=0.0` as
-    "at least the smallest subnormal", which passes 0 once a library in the process has turned on
-    flush-to-zero / denormals-are-zero (torch.set_flush_denormal, a fast-math build); Python's `>`
-    on 0.0 does not depend on that mode."""
-    for name, value in values.items():
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be > 0")

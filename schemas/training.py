@@ -9,7 +9,6 @@ import msgspec
 
 from schemas.errors import ErrorCode
 from schemas.limits import (
-    require_positive,
     MAX_LORA_ALPHA,
     MAX_METRICS,
     MAX_TRAINING_RANK,
@@ -71,9 +70,6 @@ class Hyperparameters(msgspec.Struct, frozen=True):
     max_seq_len: Annotated[int, msgspec.Meta(ge=8, le=32768)] | None = None
     seed: Seed = 0
     quantize: Annotated[str, msgspec.Meta(pattern=r"^(auto|nf4|none)\Z")] = "auto"
-
-    def __post_init__(self) -> None:
-        require_positive(alpha=self.alpha, learning_rate=self.learning_rate, epochs=self.epochs)
 
 
 class DatasetRef(msgspec.Struct, frozen=True):
