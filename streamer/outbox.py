@@ -99,6 +99,9 @@ class Outbox:
             while lane:
                 await self._send(lane[0])
                 lane.popleft()
+        except GeneratorExit:  # collected after its loop closed (an outbox never stopped): nobody to tell
+            lane.clear()
+            raise
         finally:
             if self._lanes.get(topic) is lane:
                 del self._lanes[topic]

@@ -100,3 +100,23 @@ async def test_a_partition_that_does_not_exist_is_refused_without_sending():
     await outbox.close(timeout_s=1.0)
     assert outcomes == [SendOutcome.NO_SUCH_DESTINATION, SendOutcome.DELIVERED]
     assert producer.sent == [("replies", b"y")]
+
+
+def test_a_lane_collected_after_its_loop_closed_tells_nobody():
+    """An outbox whose loop closed without `stop` (a test that forgot it): when its lane is garbage-
+    collected, the waiting records' callbacks must not run — they would schedule on a closed loop."""
+    import gc
+
+    loop = asyncio.new_event_loop()
+    outcomes: list[SendOutcome] = []
+
+    async def start() -> None:
+        outbox = Outbox(FakeProducer({"stuck": 1}, {"stuck": "hang"}), FAST)
+        outbox.put("stuck", b"s", on_done=outcomes.append)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(start())
+    loop.close()  # the lane task is still pending: never cancelled, never finished
+    gc.collect()
+    assert outcomes == []
