@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from land.evaluate import Answer, EvalConfig, EvalItem, collect_answers, eval_result, plan_requests
 from land.fewshot import FewShotPlan, plan_fewshot_requests, score_fewshot, shots_that_fit
 from land.matrix import FewShotColumn, MatrixResult
+from land.session import answer_progress
 from land.spec import LandError, Task
 from schemas import ErrorCode
 from streamer import KafkaConfig, LoraClient, RequestFailed, TopicNames
@@ -179,21 +179,5 @@ async def serve_and_evaluate_matrix(
 async def _collect_with_progress(
     client: LoraClient, items: Sequence[EvalItem], config: EvalConfig, console: Console
 ) -> list[Answer]:
-    bar = Progress(
-        TextColumn("[bold]evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
-    failed = 0
-
-    def on_answer(answer: Answer) -> None:
-        nonlocal failed
-        failed += answer.error is not None
-        bar.update(progress_id, advance=1, failed=f"[red]{failed} failed[/]" if failed else "")
-
-    with bar:
-        progress_id = bar.add_task("eval", total=len(items), failed="")
+    with answer_progress(console, len(items)) as on_answer:
         return await collect_answers(client, items, config, on_answer)

@@ -4,7 +4,8 @@ in-process inference consumer evaluated through Kafka (what `lorastream land` do
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -35,7 +36,13 @@ async def evaluate_with_progress(
     title: str = EvalResult.title,
 ) -> EvalResult:
     """`evaluate` with a bar over every request of the run (failures counted beside it)."""
-    total = len(plan_requests(tasks, adapter_ids, config))
+    with answer_progress(console, len(plan_requests(tasks, adapter_ids, config))) as on_answer:
+        return await evaluate(client, tasks, adapter_ids, config, on_answer, title)
+
+
+@contextlib.contextmanager
+def answer_progress(console: Console, total: int) -> Iterator[Callable[[Answer], None]]:
+    """A bar over `total` answers, failures counted beside it; yields the per-answer callback."""
     bar = Progress(
         TextColumn("[bold]evaluating"),
         BarColumn(),
@@ -54,7 +61,7 @@ async def evaluate_with_progress(
 
     with bar:
         progress_id = bar.add_task("eval", total=total, failed="")
-        return await evaluate(client, tasks, adapter_ids, config, on_answer, title)
+        yield on_answer
 
 
 async def eval_session(
