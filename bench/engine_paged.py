@@ -5,10 +5,11 @@
   (one `max_model_len` row per request). Both run the engine's own `Scheduler`: the slot cache
   is the same scheduler with one block of `max_model_len` positions per sequence. Pure Python.
 - `host_step_us`: host time of one decode step at batch 128 on a tiny model: `eager` is the whole
-  `Engine.step()` (model dispatch included); `static` is the same step with the forward pass
-  replaced by a stub that returns logits — scheduling, batch assembly and the packed index
-  upload, sampling, bookkeeping, detokenization and events: what stays on the host when the
-  forward is one CUDA-graph replay.
+  `Engine.step()` (model dispatch included); `static` is the same step with the device step
+  (`step_runner.device_step`: the forward pass and each row's greedy argmax, what one CUDA-graph
+  replay runs) replaced by a stub that returns its outputs — scheduling, batch assembly and the
+  packed index upload, reading the tokens back, sampling bookkeeping, detokenization and
+  events: what stays on the host.
 """
 
 from __future__ import annotations
@@ -72,15 +73,19 @@ def capacity(num_requests: int = 2000, seed: int = 0) -> dict[str, float]:
             "paged_running": paged, "slot_running": slot}
 
 
-def _stub_forward(vocab_size: int, batch_size: int):
-    """A forward pass that costs the host nothing: fixed logits whose argmax is a word token per row."""
+def _stub_device_step(vocab_size: int, batch_size: int):
+    """A device step that costs the host nothing: fixed logits and their argmax, a word token per row."""
+    from gpu_engine.step_runner import DeviceOutputs
+
+    greedy = torch.randint(100, vocab_size, (batch_size,), generator=torch.Generator().manual_seed(0))
     logits = torch.zeros(batch_size, vocab_size)
-    logits[torch.arange(batch_size), torch.randint(100, vocab_size, (batch_size,), generator=torch.Generator().manual_seed(0))] = 1.0
+    logits[torch.arange(batch_size), greedy] = 1.0
 
-    def forward_step(engine, tensors, lora):
-        return logits[: tensors.shape.num_samples]
+    def device_step(engine, tensors, lora):
+        rows = tensors.shape.num_samples
+        return DeviceOutputs(logits[:rows], greedy[:rows])
 
-    return forward_step
+    return device_step
 
 
 def host_step_us(workdir: Path, batch_size: int = 128, steps: int = 40) -> dict[str, float]:
@@ -95,9 +100,9 @@ def host_step_us(workdir: Path, batch_size: int = 128, steps: int = 40) -> dict[
     engine = Engine(EngineConfig(str(model_dir), max_batch_size=batch_size, max_model_len=64 + 2 * steps))
     vocab = engine.model.lm_head.shape[0]
     results = {}
-    real_forward = step_runner.forward_step
-    for name, stub in (("eager", None), ("static", _stub_forward(vocab, batch_size))):
-        step_runner.forward_step = stub or real_forward
+    real_device_step = step_runner.device_step
+    for name, stub in (("eager", None), ("static", _stub_device_step(vocab, batch_size))):
+        step_runner.device_step = stub or real_device_step
         try:
             params = SamplingParams(max_new_tokens=steps + 2, ignore_eos=True)
             for i in range(batch_size):
@@ -109,6 +114,6 @@ def host_step_us(workdir: Path, batch_size: int = 128, steps: int = 40) -> dict[
                 engine.step()
                 times.append(time.thread_time_ns() - start)
         finally:
-            step_runner.forward_step = real_forward
+            step_runner.device_step = real_device_step
         results[name] = statistics.median(times[:-1]) / 1000  # the last step only finishes
     return results

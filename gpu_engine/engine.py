@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from gpu_engine.adapter_cache import AdapterCache
 from gpu_engine.adapter_ref import AdapterRef
@@ -59,15 +58,6 @@ class _Arrival:
     adapter_tier: str | None = None  # where the adapter was on arrival: device, host or store
 
 
-@dataclass
-class _Active:
-    """A request the engine has accepted: its sequence, text state and random generator."""
-
-    seq: SeqState
-    detokenizer: IncrementalDetokenizer
-    generator: torch.Generator | None
-
-
 class Engine:
     def __init__(self, config: EngineConfig) -> None:
         from transformers import AutoTokenizer
@@ -106,7 +96,7 @@ class Engine:
             num_kv_blocks=self.kv_cache.num_blocks,
             kv_block_size=self.kv_cache.block_size,
         )
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, SeqState] = {}  # every accepted request not finished yet
         self._eos_ids = frozenset(self.spec.eos_token_ids)
         self._inbox: list[_Arrival] = []
         self._aborts: list[str] = []
@@ -219,8 +209,8 @@ class Engine:
         """Forget every queued and running request without events (after a failed step)."""
         with self._changed:
             self._inbox, self._aborts = [], []
-        for active in list(self._active.values()):
-            self._release(active)
+        for seq in list(self._active.values()):
+            self._release(seq)
         self.adapter_cache.take_refused()
 
     def load_adapter(self, adapter_id: str, hold: bool = True) -> BankSlot:
@@ -241,28 +231,26 @@ class Engine:
             aborts, self._aborts = self._aborts, []
         events = [event for arrival in inbox if (event := self._accept(arrival)) is not None]
         for seq, error in self.adapter_cache.begin_step():
-            events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
+            events.append(self._error(seq.request, error.code, str(error), seq))
         for request_id in aborts:
-            active = self._active.get(request_id)
-            if active is not None:
-                events.append(self._finish(active, FinishReason.CANCELLED, ()))
+            seq = self._active.get(request_id)
+            if seq is not None:
+                events.append(self._finish(seq, FinishReason.CANCELLED, ()))
         for seq in self._scheduler.take_expired():
-            events.append(self._finish(self._active[seq.request_id], FinishReason.EXPIRED, ()))
+            events.append(self._finish(seq, FinishReason.EXPIRED, ()))
         chunks = self._scheduler.schedule()
         for seq, error in self.adapter_cache.take_refused():
-            events.append(self._error(seq.request, error.code, str(error), self._active[seq.request_id]))
+            events.append(self._error(seq.request, error.code, str(error), seq))
         if not chunks:
             return events
         try:
-            sampled = run_step(self, chunks, [self._active[c.seq.request_id].generator for c in chunks])
+            sampled = run_step(self, chunks)
         except Exception as exc:  # the step's requests fail; the engine stays usable
             logger.exception("engine step failed")
             for chunk in chunks:
-                active = self._active[chunk.seq.request_id]
-                events.append(self._error(active.seq.request, EngineError.code, repr(exc), active))
+                events.append(self._error(chunk.seq.request, EngineError.code, repr(exc), chunk.seq))
             return events
-        for seq, token_id in sampled:
-            events.append(self._on_token(self._active[seq.request_id], token_id))
+        self._on_tokens(sampled, events)
         return events
 
     def _accept(self, arrival: _Arrival) -> GenerationEvent | None:
@@ -277,9 +265,9 @@ class Engine:
                 raise RequestInvalidError("empty prompt")
             if len(prompt_ids) >= self.max_model_len:
                 raise PromptTooLongError(f"prompt has {len(prompt_ids)} tokens; max_model_len is {self.max_model_len}")
-            generator = make_generator(request.sampling, self.model.device)
-            detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
             seq = SeqState.from_prompt(request, prompt_ids, adapter_ref=arrival.adapter_ref)
+            seq.generator = make_generator(request.sampling, self.model.device)
+            seq.detokenizer = IncrementalDetokenizer(self.tokenizer, prompt_ids, request.sampling.stop)
             seq.adapter_tier = arrival.adapter_tier
             self.adapter_cache.accept(seq)  # last: nothing after it can fail and leave its pin behind
         except EngineError as exc:
@@ -287,7 +275,7 @@ class Engine:
         except Exception as exc:
             logger.exception("accepting request %s failed", request.request_id)
             return self._error(request, EngineError.code, repr(exc))
-        self._active[request.request_id] = _Active(seq, detokenizer, generator)
+        self._active[request.request_id] = seq
         self._scheduler.add(seq)
         return None
 
@@ -307,32 +295,33 @@ class Engine:
             raise RequestInvalidError(f"the chat template refused the messages: {exc}") from exc
         return list(rendered["input_ids"])
 
-    def _on_token(self, active: _Active, token_id: int) -> GenerationEvent:
-        seq, sampling = active.seq, active.seq.request.sampling
-        seq.append_token(token_id)
-        if token_id in self._eos_ids and not sampling.ignore_eos:
-            return self._finish(active, FinishReason.EOS, (token_id,))
-        text = active.detokenizer.push(token_id)
-        if active.detokenizer.stopped:
-            return self._finish(active, FinishReason.STOP, (token_id,), text)
-        if seq.num_new_tokens >= sampling.max_new_tokens or len(seq.token_ids) >= self.max_model_len:
-            return self._finish(active, FinishReason.LENGTH, (token_id,), text)
-        return GenerationEvent(
-            request_id=seq.request_id,
-            text=text,
-            token_ids=(token_id,),
-            prompt_tokens=seq.num_prompt_tokens,
-            completion_tokens=seq.num_new_tokens,
-        )
+    def _on_tokens(self, sampled: list[tuple[SeqState, int]], events: list[GenerationEvent]) -> None:
+        """One event per sampled sequence for its new token (its final event when the token ends it).
+        The hot loop of a decode step: one pass, nothing per token but the sequence's own state."""
+        eos_ids, max_model_len = self._eos_ids, self.max_model_len
+        for seq, token_id in sampled:
+            token_ids = seq.token_ids
+            token_ids.append(token_id)
+            seq.num_new_tokens += 1
+            sampling = seq.request.sampling
+            if token_id in eos_ids and not sampling.ignore_eos:
+                events.append(self._finish(seq, FinishReason.EOS, (token_id,)))
+                continue
+            detokenizer = seq.detokenizer
+            text = detokenizer.push(token_id)
+            if detokenizer.stopped:
+                events.append(self._finish(seq, FinishReason.STOP, (token_id,), text))
+            elif seq.num_new_tokens >= sampling.max_new_tokens or len(token_ids) >= max_model_len:
+                events.append(self._finish(seq, FinishReason.LENGTH, (token_id,), text))
+            else:
+                events.append(GenerationEvent(seq.request.request_id, text, (token_id,), None,
+                                              seq.num_prompt_tokens, seq.num_new_tokens))
 
-    def _finish(
-        self, active: _Active, reason: FinishReason, token_ids: tuple[int, ...], text: str = ""
-    ) -> GenerationEvent:
-        seq = active.seq
-        self._release(active)
+    def _finish(self, seq: SeqState, reason: FinishReason, token_ids: tuple[int, ...], text: str = "") -> GenerationEvent:
+        self._release(seq)
         return GenerationEvent(
             request_id=seq.request_id,
-            text=text + active.detokenizer.finish(),
+            text=text + seq.detokenizer.finish(),
             token_ids=token_ids,
             finish_reason=reason,
             prompt_tokens=seq.num_prompt_tokens,
@@ -348,14 +337,13 @@ class Engine:
         return Provenance(self.base_name, self.base_sha256, ref.adapter_id, ref.version, ref.checksum)
 
     def _error(
-        self, request: GenerationRequest, code: str, message: str, active: _Active | None = None
+        self, request: GenerationRequest, code: str, message: str, seq: SeqState | None = None
     ) -> GenerationEvent:
         prompt_tokens = completion_tokens = 0
         tier = None
-        if active is not None:
-            self._release(active)
-            prompt_tokens, completion_tokens = active.seq.num_prompt_tokens, active.seq.num_new_tokens
-            tier = active.seq.adapter_tier
+        if seq is not None:
+            self._release(seq)
+            prompt_tokens, completion_tokens, tier = seq.num_prompt_tokens, seq.num_new_tokens, seq.adapter_tier
         return GenerationEvent(
             request_id=request.request_id,
             finish_reason=FinishReason.ERROR,
@@ -366,8 +354,8 @@ class Engine:
             adapter_tier=tier,
         )
 
-    def _release(self, active: _Active) -> None:
+    def _release(self, seq: SeqState) -> None:
         """The one way out for an accepted request: frees its KV blocks and unpins its adapter."""
-        self._scheduler.finish(active.seq)
-        self.adapter_cache.release(active.seq)
-        del self._active[active.seq.request_id]
+        self._scheduler.finish(seq)
+        self.adapter_cache.release(seq)
+        del self._active[seq.request_id]

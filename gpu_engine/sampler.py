@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from gpu_engine.seq_state import SeqState
 from gpu_engine.types import SamplingParams
 
 _SEED_SOURCE = random.SystemRandom()
@@ -39,24 +40,29 @@ def _filtered_sorted_probs(logits: torch.Tensor, params: Sequence[SamplingParams
     return probs, sorted_ids
 
 
-def sample(
-    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
-) -> list[int]:
-    """logits: [B, V] fp32, one row per request -> one token id per row."""
-    tokens = logits.argmax(dim=-1)  # [B]; greedy rows keep this
-    rows = [i for i, p in enumerate(params) if p.temperature > 0]
-    if rows:
-        index = torch.tensor(rows, device=logits.device)
-        row_params = [params[i] for i in rows]
-        temps = torch.tensor([p.temperature for p in row_params], device=logits.device)[:, None]
-        scaled = logits[index] / temps  # [S, V]
-        if any(p.top_k or p.top_p < 1 for p in row_params):
-            probs, ids = _filtered_sorted_probs(scaled, row_params)
-        else:
-            probs, ids = scaled.softmax(dim=-1), None
-        cdf = probs.cumsum(dim=-1)  # [S, V]
-        uniform = torch.cat([torch.rand(1, generator=generators[i], device=logits.device) for i in rows])  # [S]
-        picked = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[1] - 1)
-        chosen = picked[:, 0] if ids is None else ids.gather(1, picked)[:, 0]
-        tokens[index] = chosen
-    return tokens.tolist()
+def sample(logits: torch.Tensor, greedy_ids: torch.Tensor, seqs: Sequence[SeqState]) -> list[int]:
+    """One token id per sequence of `seqs`, row i of the device step's outputs being sequence i.
+
+    logits: [S', V] fp32, greedy_ids: [S'] their argmax (S' >= len(seqs): a padded step's extra
+    rows are ignored). A greedy sequence (no generator) takes its argmax; the others draw from
+    their own generator, so the host touches logits only for those rows.
+    """
+    tokens = greedy_ids[: len(seqs)].tolist()
+    rows = [i for i, seq in enumerate(seqs) if seq.generator is not None]
+    if not rows:
+        return tokens
+    index = torch.tensor(rows, device=logits.device)
+    row_params = [seqs[i].request.sampling for i in rows]
+    temps = torch.tensor([p.temperature for p in row_params], device=logits.device)[:, None]
+    scaled = logits[index] / temps  # [R, V]
+    if any(p.top_k or p.top_p < 1 for p in row_params):
+        probs, ids = _filtered_sorted_probs(scaled, row_params)
+    else:
+        probs, ids = scaled.softmax(dim=-1), None
+    cdf = probs.cumsum(dim=-1)  # [R, V]
+    uniform = torch.cat([torch.rand(1, generator=seqs[i].generator, device=logits.device) for i in rows])  # [R]
+    picked = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[1] - 1)
+    chosen = picked[:, 0] if ids is None else ids.gather(1, picked)[:, 0]
+    for i, token in zip(rows, chosen.tolist()):
+        tokens[i] = token
+    return tokens

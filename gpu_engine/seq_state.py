@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.segments import BankSlot
@@ -14,6 +15,9 @@ AdapterKey = tuple[str, int]  # (adapter_id, version): one version of an adapter
 @dataclass(eq=False)
 class SeqState:
     """Token ids of prompt + output, and how many of them are already in the KV cache.
+
+    The engine also keeps the request's text state (`detokenizer`) and random generator here, so
+    a step's per-token work reads one object per sequence.
 
     `adapter_ref` is the adapter version resolved when the request arrived (None = the base
     model); `bank_slot` where its weights sit in the LoRA bank (rank, index), set at admission and
@@ -32,6 +36,8 @@ class SeqState:
     num_new_tokens: int = 0
     num_preemptions: int = 0  # times its KV blocks were taken back (it is then computed again)
     adapter_tier: str | None = None  # where its adapter was when it arrived: "device", "host" or "store"
+    detokenizer: Any = None  # its IncrementalDetokenizer (the engine's; opaque here)
+    generator: Any = None  # its torch.Generator when it samples at a temperature; None: greedy
 
     @classmethod
     def from_prompt(

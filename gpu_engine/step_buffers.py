@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -137,6 +137,55 @@ def pack_step(
     ids = list(input_ids) + [0] * num_pad
     flat = ids + positions + kv_rows + samples + decode_rows + decode_tables + decode_pos + src + dst + tables + q_pos
     return flat, shape
+
+
+class DecodingSeq(Protocol):
+    """What `pack_decodes` reads of a sequence (SeqState has it)."""
+
+    num_computed: int
+    token_ids: list[int]
+    kv_blocks: list[int]
+
+
+def pack_decodes(
+    seqs: Sequence[DecodingSeq], block_size: int, null_block: int,
+    pad_rows_to: int | None = None, pad_table_to: int | None = None,
+) -> tuple[list[int], StepShape]:
+    """`pack_step` of a decode-only step, in one tight pass: row i feeds sequence i's last token at
+    position `num_computed` and is sampled. Same list and shape as `pack_step` gives for
+    `SeqChunk(i, 1, seq.num_computed, seq.kv_blocks)` rows with every row sampled."""
+    num_real = len(seqs)
+    num_rows = num_real if pad_rows_to is None else pad_rows_to
+    if num_rows < num_real:
+        raise ValueError("pad_rows_to is smaller than the step")
+    num_pad = num_rows - num_real
+    num_tables = -(-(max(seq.num_computed for seq in seqs) + 1) // block_size) if seqs else 0
+    if pad_table_to is not None:
+        num_tables = max(num_tables, pad_table_to)
+    null_tails = [[null_block] * (num_tables - used) for used in range(num_tables + 1)]  # by blocks used
+    ids: list[int] = []
+    positions: list[int] = []
+    kv_rows: list[int] = []
+    tables: list[int] = []
+    for seq in seqs:
+        pos = seq.num_computed
+        blocks = seq.kv_blocks
+        last = pos // block_size
+        ids.append(seq.token_ids[pos])
+        positions.append(pos)
+        kv_rows.append(blocks[last] * block_size + pos - last * block_size)
+        tables += blocks[: last + 1]
+        tables += null_tails[last + 1]
+    if num_pad:
+        ids += [0] * num_pad
+        positions += [0] * num_pad
+        kv_rows += [null_block * block_size] * num_pad
+        tables += [null_block] * (num_tables * num_pad)
+        samples = list(range(num_real)) + [num_real] * num_pad
+    else:
+        samples = list(range(num_real))
+    shape = StepShape(num_rows, len(samples), num_rows, num_tables, 0, 0, 0, decode_rows_are_all_rows=True)
+    return ids + positions + kv_rows + samples + list(range(num_rows)) + tables + positions, shape
 
 
 @dataclass

@@ -1,17 +1,19 @@
-"""run_step: turn the scheduler's chunks into tensors, run the forward pass, sample.
+"""run_step: turn the scheduler's chunks into tensors, run the device step, pick the tokens.
 
-The step's host work is one pass over its chunks (`pack_step`), one upload of every index
-tensor (`StagingBuffer`), then the device work: masks, the forward pass, sampling. A decode-only
-step with CUDA graphs on is padded to a batch bucket and replayed from its captured graph
-(`cuda_graphs.py`). The one other device write of a step happens before it: admission
-(`Scheduler.schedule` -> `AdapterCache.admit`) copies a host-resident adapter's weights into its
-LoRA bank slot (`LoraBank.add`, asynchronous on CUDA).
+The step's host work is one pass that groups its chunks by adapter (`order_by_adapter`), one
+pass that packs every index into one list (`pack_decodes` for a decode-only step, the common
+one; `pack_step` otherwise), one upload of that list (`StagingBuffer`), then the device step
+(`device_step`: masks, the forward pass and every row's greedy token) and, on the host, only
+the rows that sample at a temperature. A decode-only step with CUDA graphs on is padded to a
+batch bucket and replayed from its captured graph (`cuda_graphs.py`). The one other device
+write of a step happens before it: admission (`Scheduler.schedule` -> `AdapterCache.admit`)
+copies a host-resident adapter's weights into its LoRA bank slot (asynchronous on CUDA).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -19,51 +21,98 @@ from gpu_engine.attention import AttentionPlan
 from gpu_engine.lora_ops import LoraStep
 from gpu_engine.sampler import sample
 from gpu_engine.scheduler import ScheduledChunk
-from gpu_engine.segments import find_segments, segment_sort_key
+from gpu_engine.segments import BankSlot, Segment, segment_sort_key
 from gpu_engine.seq_state import SeqState
-from gpu_engine.step_buffers import SeqChunk, StepTensors, pack_step
+from gpu_engine.step_buffers import SeqChunk, StepTensors, pack_decodes, pack_step
 from gpu_engine.transformer import forward
 
 if TYPE_CHECKING:
     from gpu_engine.engine import Engine
 
 
-def run_step(
-    engine: Engine, chunks: Sequence[ScheduledChunk], generators: Sequence[torch.Generator | None]
-) -> list[tuple[SeqState, int]]:
+class DeviceOutputs(NamedTuple):
+    """What a device step leaves for the host, one row per sampled sequence (padded steps: more)."""
+
+    logits: torch.Tensor  # [S, V] fp32
+    greedy_ids: torch.Tensor  # [S] int64: argmax of each row
+
+
+def order_by_adapter(chunks: Sequence[ScheduledChunk]) -> tuple[Sequence[ScheduledChunk], list[Segment], bool]:
+    """The chunks in row order (grouped by bank slot in `segment_sort_key` order, stable within a
+    slot), the step's LoRA segments, and whether every chunk is one row that completes its sequence
+    (a decode-only step). One pass; a step of one adapter (or none) keeps its order."""
+    groups: dict[BankSlot | None, list[ScheduledChunk]] = {}
+    decode_only = True
+    for chunk in chunks:
+        seq, num_tokens = chunk
+        if decode_only and (num_tokens != 1 or seq.num_computed + 1 != len(seq.token_ids)):
+            decode_only = False
+        group = groups.get(seq.bank_slot)
+        if group is None:
+            groups[seq.bank_slot] = [chunk]
+        else:
+            group.append(chunk)
+    keys = sorted(groups, key=segment_sort_key)
+    ordered = chunks if len(keys) == 1 else [chunk for key in keys for chunk in groups[key]]
+    segments: list[Segment] = []
+    row = 0
+    for key in keys:
+        group = groups[key]
+        num_rows = len(group) if decode_only else sum(chunk.num_tokens for chunk in group)
+        if key is not None and num_rows:
+            segments.append(Segment(key[0], key[1], row, row + num_rows))
+        row += num_rows
+    return ordered, segments, decode_only
+
+
+def run_step(engine: Engine, chunks: Sequence[ScheduledChunk]) -> list[tuple[SeqState, int]]:
     """Feed every chunk through the model; returns (sequence, new token) for completed chunks."""
-    order = sorted(range(len(chunks)), key=lambda i: segment_sort_key(chunks[i].seq.bank_slot))
+    ordered, segments, decode_only = order_by_adapter(chunks)
+    kv_cache, graphs = engine.kv_cache, engine.decode_graphs
+    with torch.inference_mode():
+        if decode_only:
+            sampled = [chunk.seq for chunk in ordered]
+            if graphs is not None and graphs.can_run(segments):
+                outputs = graphs.run(sampled, segments)
+            else:
+                flat, shape = pack_decodes(sampled, kv_cache.block_size, kv_cache.null_block)
+                outputs = device_step(engine, engine.step_staging.upload(flat, shape),
+                                      LoraStep(engine.bank, segments, engine.lora_backend))
+        else:
+            sampled, flat, shape = _pack_mixed(ordered, kv_cache.block_size, kv_cache.null_block)
+            outputs = device_step(engine, engine.step_staging.upload(flat, shape),
+                                  LoraStep(engine.bank, segments, engine.lora_backend))
+        tokens = sample(outputs.logits, outputs.greedy_ids, sampled)
+    for chunk in chunks:
+        chunk.seq.num_computed += chunk.num_tokens
+    return list(zip(sampled, tokens))
+
+
+def _pack_mixed(ordered: Sequence[ScheduledChunk], block_size: int, null_block: int):
+    """A step with prefill chunks: (sequences sampled, in row order), then `pack_step`'s (flat, shape)."""
     input_ids: list[int] = []
     seq_chunks: list[SeqChunk] = []
     sample_rows: list[int] = []
-    sampled: list[int] = []  # indexes into chunks, in sample_rows order
-    for i in order:
-        seq, num_tokens = chunks[i]
+    sampled: list[SeqState] = []
+    for seq, num_tokens in ordered:
         start, end = seq.num_computed, seq.num_computed + num_tokens
         seq_chunks.append(SeqChunk(len(input_ids), num_tokens, start, seq.kv_blocks))
         input_ids += seq.token_ids[start:end]
         if end == len(seq.token_ids):  # the chunk completes the sequence: its next token is sampled
             sample_rows.append(len(input_ids) - 1)
-            sampled.append(i)
-    segments = find_segments([chunks[i].seq.bank_slot for i in order], [chunks[i].num_tokens for i in order])
-    kv_cache, graphs = engine.kv_cache, engine.decode_graphs
-    with torch.inference_mode():
-        if graphs is not None and graphs.can_run(len(input_ids), seq_chunks, segments):
-            logits = graphs.run(seq_chunks, input_ids, sample_rows, segments)
-        else:
-            lora = LoraStep(engine.bank, segments, engine.lora_backend)
-            flat, shape = pack_step(seq_chunks, input_ids, sample_rows, kv_cache.block_size, kv_cache.null_block)
-            logits = forward_step(engine, engine.step_staging.upload(flat, shape), lora)
-        tokens = sample(logits[: len(sampled)], [chunks[i].seq.request.sampling for i in sampled],
-                        [generators[i] for i in sampled])
-    for chunk in chunks:
-        chunk.seq.num_computed += chunk.num_tokens
-    return [(chunks[i].seq, token) for i, token in zip(sampled, tokens)]
+            sampled.append(seq)
+    return (sampled, *pack_step(seq_chunks, input_ids, sample_rows, block_size, null_block))
+
+
+def device_step(engine: Engine, tensors: StepTensors, lora: LoraStep) -> DeviceOutputs:
+    """All the device work of one step (what a CUDA graph captures): the forward pass and each
+    sampled row's greedy token, so the host reads back S token ids, not S x V logits."""
+    logits = forward_step(engine, tensors, lora)
+    return DeviceOutputs(logits, logits.argmax(dim=-1))
 
 
 def forward_step(engine: Engine, tensors: StepTensors, lora: LoraStep) -> torch.Tensor:
-    """The device work of one step from its uploaded index tensors -> logits [S, V] fp32."""
+    """The forward pass of one step from its uploaded index tensors -> logits [S, V] fp32."""
     kv_cache, model = engine.kv_cache, engine.model
     plan = AttentionPlan(tensors, engine.spec.sliding_windows, kv_cache.block_size, model.dtype)
     return forward(model, kv_cache, tensors.input_ids, tensors.positions, plan, lora, tensors.sample_rows)
-

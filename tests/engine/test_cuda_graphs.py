@@ -10,31 +10,26 @@ from gpu_engine.config import EngineConfig
 from gpu_engine.cuda_graphs import bank_layout, can_capture, decode_shape_key
 from gpu_engine.engine import Engine
 from gpu_engine.segments import Segment
-from gpu_engine.step_buffers import SeqChunk
 from gpu_engine.types import GenerationRequest, SamplingParams
 from tests.engine.engine_helpers import ORACLE_ADAPTERS, peft_greedy, peft_model, run_all
 
 HAS_CUDA = torch.cuda.is_available()
-DECODES = [SeqChunk(0, 1, 17, [4, 5]), SeqChunk(1, 1, 3, [6])]
-
-
 @pytest.mark.parametrize(
-    ("num_rows", "chunks", "segments", "backend", "expected"),
+    ("segments", "backend", "expected"),
     [
-        (2, DECODES, [], "grouped", True),  # base-only decode: any backend
-        (2, DECODES, [Segment(8, 0, 0, 1)], "triton", True),  # triton LoRA launches have static shapes
-        (2, DECODES, [Segment(8, 0, 0, 1)], "grouped", False),  # grouped_mm offsets are built on the host
-        (4, [SeqChunk(0, 3, 0, [1]), SeqChunk(3, 1, 9, [2])], [], "triton", False),  # a prefill chunk
+        ([], "grouped", True),  # base-only decode: any backend
+        ([Segment(8, 0, 0, 1)], "triton", True),  # triton LoRA launches have static shapes
+        ([Segment(8, 0, 0, 1)], "grouped", False),  # grouped_mm offsets are built on the host
     ],
 )
-def test_which_steps_are_captured(num_rows, chunks, segments, backend, expected):
-    assert can_capture(num_rows, chunks, segments, backend) is expected
+def test_which_decode_steps_are_captured(segments, backend, expected):
+    assert can_capture(segments, backend) is expected
 
 
 def test_the_graph_key_pads_rows_and_block_tables_to_buckets():
-    assert decode_shape_key(2, DECODES, block_size=16, max_table_len=64) == (2, 2)
-    assert decode_shape_key(3, DECODES * 2, block_size=4, max_table_len=64) == (4, 8)  # position 17: 5 blocks -> 8
-    assert decode_shape_key(3, DECODES, block_size=4, max_table_len=6) == (4, 6)
+    assert decode_shape_key(2, 17, block_size=16, max_table_len=64) == (2, 2)
+    assert decode_shape_key(3, 17, block_size=4, max_table_len=64) == (4, 8)  # position 17: 5 blocks -> 8
+    assert decode_shape_key(3, 17, block_size=4, max_table_len=6) == (4, 6)
 
 
 def test_graphs_are_off_on_the_cpu_and_refused_when_asked_for(tiny_model_dir):

@@ -65,11 +65,11 @@ def test_paged_capacity_beats_slots_under_one_kv_budget():
     assert capacity["paged_running"] / capacity["slot_running"] >= 4
 
 
-def test_host_step_times_are_measured_eager_and_with_the_forward_stubbed(tmp_path):
+def test_host_step_times_are_measured_eager_and_with_the_device_step_stubbed(tmp_path):
     from bench import engine_paged
     from gpu_engine import step_runner
 
-    real = step_runner.forward_step
+    real = step_runner.device_step
     host_us = engine_paged.host_step_us(tmp_path, batch_size=16, steps=4)
-    assert step_runner.forward_step is real
+    assert step_runner.device_step is real
     assert host_us["eager"] > host_us["static"] > 0
