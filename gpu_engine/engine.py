@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from gpu_engine.adapter_cache import AdapterCache
 from gpu_engine.adapter_ref import AdapterRef
 from gpu_engine.base_hash import base_sha256
