@@ -24,6 +24,18 @@ def _stat_cpu_s(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def threads_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of every live thread of a process, keyed `name/tid` (name from /proc comm)."""
+    used = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            used[f"{name}/{task.name}"] = _stat_cpu_s(task / "stat")
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return used
+
+
 def cpu_s(target: Target) -> float:
     return thread_cpu_s(*target) if isinstance(target, tuple) else process_cpu_s(target)
 

@@ -73,11 +73,14 @@ def capacity(num_requests: int = 2000, seed: int = 0) -> dict[str, float]:
             "paged_running": paged, "slot_running": slot}
 
 
-def _stub_device_step(vocab_size: int, batch_size: int):
-    """A device step that costs the host nothing: fixed logits and their argmax, a word token per row."""
+def _stub_device_step(tokenizer, vocab_size: int, batch_size: int):
+    """A device step that costs the host nothing: fixed logits and their argmax, a word token per row
+    (a token whose text is whole characters, as a model's answer mostly is)."""
     from gpu_engine.step_runner import DeviceOutputs
 
-    greedy = torch.randint(100, vocab_size, (batch_size,), generator=torch.Generator().manual_seed(0))
+    words = [t for t in range(vocab_size) if (text := tokenizer.decode([t])).strip() and "\ufffd" not in text]
+    rng = random.Random(0)
+    greedy = torch.tensor([rng.choice(words) for _ in range(batch_size)])
     logits = torch.zeros(batch_size, vocab_size)
     logits[torch.arange(batch_size), greedy] = 1.0
 
@@ -101,7 +104,7 @@ def host_step_us(workdir: Path, batch_size: int = 128, steps: int = 40) -> dict[
     vocab = engine.model.lm_head.shape[0]
     results = {}
     real_device_step = step_runner.device_step
-    for name, stub in (("eager", None), ("static", _stub_device_step(vocab, batch_size))):
+    for name, stub in (("eager", None), ("static", _stub_device_step(engine.tokenizer, vocab, batch_size))):
         step_runner.device_step = stub or real_device_step
         try:
             params = SamplingParams(max_new_tokens=steps + 2, ignore_eos=True)

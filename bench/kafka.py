@@ -38,7 +38,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from bench.cpu_time import CpuMeter
+from bench.cpu_time import CpuMeter, threads_cpu_s
 from bench.kafka_client import ClientProcess
 from bench.kafka_results import Samples, print_table, save_plot, summarize
 from bench.kafka_serving import (
@@ -59,12 +59,15 @@ FETCH_MAX_WAIT_MS = {"kafka": 500, "tansu": 5}  # long poll where the broker ans
 
 
 async def run_round(path: str, workload: Workload, client: ClientProcess, runner, pids) -> RoundResult:
-    meter = CpuMeter(pids)
+    meter, steps, threads = CpuMeter(pids), runner.num_steps, threads_cpu_s(pids["serving"])
     if path == KAFKA:
         wall_s, streams = await client.round(workload)
     else:
         wall_s, streams = await inprocess_round(runner, workload)
-    return RoundResult(path, wall_s, streams, meter.used_s())
+    used = meter.used_s()
+    threads_used = {name: s - threads.get(name, 0.0) for name, s in threads_cpu_s(pids["serving"]).items()}
+    return RoundResult(path, wall_s, streams, used, runner.num_steps - steps,
+                       {name: s for name, s in threads_used.items() if s > 0})
 
 
 async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> Samples:
@@ -85,7 +88,7 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
         ):
             # the serving process's event loop runs here: every Kafka step of the service is on this thread
             pids = {"serving": os.getpid(), "serving_loop": (os.getpid(), threading.get_native_id()),
-                    "client": client.pid, "broker": broker_pid}
+                    "serving_engine": (os.getpid(), runner.native_id), "client": client.pid, "broker": broker_pid}
             for index in range(args.warmup_rounds):  # the broker's JIT needs a few thousand requests
                 print(f"warm-up {index + 1}/{args.warmup_rounds}", file=sys.stderr)
                 for path in (KAFKA, INPROCESS):
@@ -98,7 +101,7 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
                     samples.probes[path].extend(await probe)
                 samples.submit_rps.append(await client.submit_rps(workload, args.submit_count))
                 print(f"round {index + 1}/{args.rounds}: chunks per reply record so far {service.chunks_per_reply_record:.1f}, "
-                      + ", ".join(f"{r.path} {r.tokens_per_s:.0f} tok/s" for r in samples.rounds[-2:])
+                      + ", ".join(f"{r.path} {r.tokens_per_s:.0f} tok/s ({r.engine_steps} steps)" for r in samples.rounds[-2:])
                       + f", submit {samples.submit_rps[-1]:.0f}/s", file=sys.stderr)
     finally:
         names = [s.name for s in default_topic_specs(topics) + submit_specs]

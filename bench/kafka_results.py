@@ -16,6 +16,9 @@ from lorastream.stats import percentile
 TARGETS = {"kafka_over_inprocess": 0.90, "ttft_overhead_ms_p50": 15.0, "submit_rps": 5000.0}
 PROCESSES = ("serving", "client", "broker")
 SERVING_LOOP = "serving_loop"  # the serving process's event-loop thread, where all its Kafka work runs
+SERVING_ENGINE = "serving_engine"  # the serving process's engine thread (it calls every torch op)
+SERVING_OTHER = "serving_other"  # serving − loop − engine: torch's worker threads and any other thread
+SERVING_THREADS = (SERVING_LOOP, SERVING_ENGINE)
 
 
 @dataclasses.dataclass
@@ -37,9 +40,10 @@ def path_summary(rounds: list[RoundResult]) -> dict:
         "total_ms_p50": percentile(total, 50),
         "total_ms_p99": percentile(total, 99),
         "records_per_stream_median": statistics.median(s.records for r in rounds for s in r.streams),
+        "engine_steps_per_round_median": statistics.median(r.engine_steps for r in rounds),
         "cpu_s_per_round_median": {
             name: statistics.median(r.cpu_s[name] for r in rounds)
-            for name in (*PROCESSES, SERVING_LOOP) if name in rounds[0].cpu_s
+            for name in (*PROCESSES, *SERVING_THREADS) if name in rounds[0].cpu_s
         },
     }
 
@@ -47,12 +51,15 @@ def path_summary(rounds: list[RoundResult]) -> dict:
 def kafka_cpu_us_per_token(paths: dict, tokens_per_round: float) -> dict[str, float]:
     """Extra CPU the Kafka path spends per delivered token, per process and in total (µs).
 
-    `serving_loop` is the part of `serving` spent on its event-loop thread (not added to the
-    total): the process figure also holds the engine's compute threads, whose CPU for the same
-    work varies from round to round with the machine's load.
+    `serving` splits into `serving_loop` (its event-loop thread, where all its Kafka work runs),
+    `serving_engine` (the engine thread) and `serving_other` (the rest: torch's worker threads and
+    any other thread); the parts are not added to the total. The process figure holds the engine's
+    compute, whose CPU for the same work varies from round to round with the machine's load.
     """
     kafka, inprocess = paths[KAFKA]["cpu_s_per_round_median"], paths[INPROCESS]["cpu_s_per_round_median"]
     extra = {name: (kafka[name] - inprocess[name]) * 1e6 / tokens_per_round for name in kafka}
+    if "serving" in extra and all(name in extra for name in SERVING_THREADS):
+        extra[SERVING_OTHER] = extra["serving"] - sum(extra[name] for name in SERVING_THREADS)
     return {**extra, "total": sum(value for name, value in extra.items() if name in PROCESSES)}
 
 
@@ -85,7 +92,8 @@ def summarize(samples: Samples) -> dict:
             "submit_rps": samples.submit_rps,
             "rounds": [
                 {"path": r.path, "wall_s": r.wall_s, "tokens": r.tokens, "tokens_per_s": r.tokens_per_s,
-                 "cpu_s": r.cpu_s, "streams": [dataclasses.asdict(s) for s in r.streams]}
+                 "cpu_s": r.cpu_s, "engine_steps": r.engine_steps, "serving_threads_cpu_s": r.serving_threads_cpu_s,
+                 "streams": [dataclasses.asdict(s) for s in r.streams]}
                 for r in samples.rounds
             ],
             "single_request_ttft_ms": {path: [s.ttft_ms for s in probe] for path, probe in samples.probes.items()},
@@ -118,6 +126,8 @@ def print_table(result: dict) -> None:
     cpu = result["kafka_cpu_overhead_us_per_token"]
     print("extra CPU per delivered token on the Kafka path: "
           + ", ".join(f"{name} {value:.1f} us" for name, value in cpu.items()))
+    print("engine steps per round (median): "
+          + ", ".join(f"{path} {s['engine_steps_per_round_median']:g}" for path, s in result["paths"].items()))
 
 
 def save_plot(path: str, result: dict) -> None:

@@ -39,6 +39,8 @@ class RoundResult:
     wall_s: float  # first request sent → last answer complete
     streams: list[StreamTiming]
     cpu_s: dict[str, float]  # CPU seconds per process (see kafka_results.PROCESSES) during the round
+    engine_steps: int = 0  # engine steps run during the round
+    serving_threads_cpu_s: dict[str, float] = dataclasses.field(default_factory=dict)  # per thread, `name/tid`
 
     @property
     def tokens(self) -> int:

@@ -39,12 +39,18 @@ class EngineThread:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.num_steps = 0  # engine steps run so far (written by the engine thread only)
         engine.add_wakeup_listener(self._notify)
 
     @property
     def num_outstanding(self) -> int:
         with self._wakeup:
             return len(self._callbacks)
+
+    @property
+    def native_id(self) -> int | None:
+        """The engine thread's OS thread id (for per-thread CPU accounting); None before `start`."""
+        return self._thread.native_id if self._thread is not None else None
 
     @property
     def cache_stats(self) -> CacheStats:
@@ -108,6 +114,7 @@ class EngineThread:
                     self._wakeup.wait(self.engine.idle_timeout_s())
                 if self._stopping:
                     return
+            self.num_steps += 1
             try:
                 events = self.engine.step()
             except Exception as exc:  # an engine bug: fail what is in flight, keep serving

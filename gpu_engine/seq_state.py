@@ -12,7 +12,7 @@ from gpu_engine.types import GenerationRequest
 AdapterKey = tuple[str, int]  # (adapter_id, version): one version of an adapter in the cache tiers
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class SeqState:
     """Token ids of prompt + output, and how many of them are already in the KV cache.
 

@@ -5,8 +5,8 @@ sample, the decode and prefill block tables and query positions) is written into
 host buffer — pinned on CUDA, reused step after step — and reaches the device in ONE
 non-blocking copy; the tensors the step uses are views of that one device tensor. Masks are
 then built on the device from those views (attention.py), so a step never waits for the host.
-The buffer is reused safely: every step ends by reading its sampled tokens, which waits for
-the previous upload.
+The buffers are reused safely: every step ends by reading its sampled tokens, which waits for
+the previous upload, and the next upload is queued behind the step's kernels.
 
 `pack_step` is pure Python. With `pad_rows_to` (static-shape decode) the step is padded to a
 bucket: extra rows feed token 0 at position 0, write their keys into the cache's null block and
@@ -207,25 +207,34 @@ class StepTensors:
 
 
 class StagingBuffer:
-    """One host int64 buffer (pinned on CUDA), grown on demand, and its one upload per step."""
+    """One host int64 buffer (pinned on CUDA) and, off the CPU, one device buffer of the same size,
+    both grown on demand and reused step after step: one upload per step into the same device
+    memory, so a step of the same shape as the one before reuses its views (no split, no
+    allocation). On the CPU the host buffer is the step's tensor."""
 
     def __init__(self, device: torch.device, capacity: int = 1 << 14) -> None:
         self.device = device
-        self._pin = device.type == "cuda"
-        self._host = self._alloc(capacity)
+        self._on_cpu = device.type == "cpu"
+        self._allocate(capacity)
         self.num_uploads = 0
 
-    def _alloc(self, capacity: int) -> torch.Tensor:
-        return torch.empty(capacity, dtype=torch.long, pin_memory=self._pin)
+    def _allocate(self, capacity: int) -> None:
+        self._host = torch.empty(capacity, dtype=torch.long, pin_memory=not self._on_cpu)
+        self._device = self._host if self._on_cpu else torch.empty(capacity, dtype=torch.long, device=self.device)
+        self._last: tuple[StepShape, StepTensors] | None = None  # views of the buffer, by shape
 
     def upload(self, flat: list[int], shape: StepShape) -> StepTensors:
-        if len(flat) > self._host.numel():
-            self._host = self._alloc(2 * len(flat))
-        self._host.numpy()[: len(flat)] = flat
-        host = self._host[: len(flat)]
-        data = host.to(self.device, non_blocking=True) if self.device.type != "cpu" else host
+        size = len(flat)
+        if size > self._host.numel():
+            self._allocate(2 * size)
+        self._host.numpy()[:size] = flat
+        if not self._on_cpu:  # queued behind the previous step's kernels, which read the same memory
+            self._device[:size].copy_(self._host[:size], non_blocking=True)
         self.num_uploads += 1
-        return split(data, shape)
+        last = self._last
+        if last is None or last[0] != shape:
+            last = self._last = (shape, split(self._device[:size], shape))
+        return last[1]
 
 
 def split(data: torch.Tensor, shape: StepShape) -> StepTensors:

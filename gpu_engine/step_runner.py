@@ -71,7 +71,7 @@ def run_step(engine: Engine, chunks: Sequence[ScheduledChunk]) -> list[tuple[Seq
     kv_cache, graphs = engine.kv_cache, engine.decode_graphs
     with torch.inference_mode():
         if decode_only:
-            sampled = [chunk.seq for chunk in ordered]
+            sampled = [seq for seq, _ in ordered]
             if graphs is not None and graphs.can_run(segments):
                 outputs = graphs.run(sampled, segments)
             else:
@@ -83,8 +83,12 @@ def run_step(engine: Engine, chunks: Sequence[ScheduledChunk]) -> list[tuple[Seq
             outputs = device_step(engine, engine.step_staging.upload(flat, shape),
                                   LoraStep(engine.bank, segments, engine.lora_backend))
         tokens = sample(outputs.logits, outputs.greedy_ids, sampled)
-    for chunk in chunks:
-        chunk.seq.num_computed += chunk.num_tokens
+    if decode_only:
+        for seq in sampled:
+            seq.num_computed += 1
+    else:
+        for seq, num_tokens in chunks:
+            seq.num_computed += num_tokens
     return list(zip(sampled, tokens))
 
 

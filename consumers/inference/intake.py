@@ -30,9 +30,15 @@ log = logging.getLogger(__name__)
 
 EPOCH_CLAIM_RETRY = RetryPolicy(max_tries=None, deadline_s=10.0, first_backoff_s=0.05, max_backoff_s=1.0)
 
-POLL_TIMEOUT_MS = 20
+PAUSED_POLL_TIMEOUT_MS = 20  # while paused: how soon a resume below `resume_below` is noticed
+MAX_POLL_TIMEOUT_MS = 100  # otherwise at most this: how soon `stopping` is noticed when idle
 
 Admit = Callable[[TopicPartition, int, bytes], None]  # (partition, offset, record value)
+
+
+def poll_timeout_ms(next_commit_s: float, now_s: float) -> int:
+    """How long an unpaused poll may wait: until the next commit round, 1 to MAX_POLL_TIMEOUT_MS."""
+    return max(1, min(MAX_POLL_TIMEOUT_MS, round((next_commit_s - now_s) * 1000)))
 
 
 class Intake:
@@ -71,10 +77,14 @@ class Intake:
         on_round: Callable[[], None],
     ) -> None:
         """Poll, admit, pause/resume and commit until `stopping` is set. `ready` is set after the
-        first poll; `on_round` runs after each commit round (for gauges)."""
+        first poll; `on_round` runs after each commit round (for gauges).
+
+        A poll returns as soon as records arrive; an idle one waits until the next commit round
+        is due (at most MAX_POLL_TIMEOUT_MS), or PAUSED_POLL_TIMEOUT_MS while paused."""
         next_commit = time.monotonic()
         while not stopping.is_set():
-            batch = await self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.max_fetch_records)
+            timeout_ms = PAUSED_POLL_TIMEOUT_MS if self.paused else poll_timeout_ms(next_commit, time.monotonic())
+            batch = await self.consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_fetch_records)
             ready.set()
             for tp, records in batch.items():
                 self.memory.polled(tp, records)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.cpu_time import CpuMeter
+from bench.cpu_time import CpuMeter, threads_cpu_s
 from bench.kafka_results import kafka_cpu_us_per_token
 from bench.kafka_workload import INPROCESS, KAFKA
 
@@ -40,3 +40,27 @@ def test_extra_cpu_per_token_keeps_the_loop_thread_out_of_the_total():
     assert extra == pytest.approx(
         {"serving": 1000.0, "client": 500.0, "broker": 500.0, "serving_loop": 200.0, "total": 2000.0}
     )
+
+
+def test_serving_splits_into_loop_engine_and_other_threads():
+    paths = {
+        KAFKA: {"cpu_s_per_round_median": {"serving": 3.0, "client": 0.5, "broker": 1.0,
+                                           "serving_loop": 0.3, "serving_engine": 1.8}},
+        INPROCESS: {"cpu_s_per_round_median": {"serving": 2.0, "client": 0.0, "broker": 0.5,
+                                               "serving_loop": 0.1, "serving_engine": 1.5}},
+    }
+    extra = kafka_cpu_us_per_token(paths, tokens_per_round=1000)
+    assert extra["serving_engine"] == pytest.approx(300.0)
+    assert extra["serving_other"] == pytest.approx(1000.0 - 200.0 - 300.0)  # serving − loop − engine
+    assert extra["total"] == pytest.approx(2000.0)  # the parts are not added again
+
+
+def test_threads_cpu_names_every_thread_of_the_process():
+    busy = threading.Thread(target=burn, args=(0.2,), name="burner")
+    busy.start()
+    used = threads_cpu_s(os.getpid())
+    busy.join()
+    assert f"{threading.current_thread().name[:15]}/{threading.get_native_id()}" in used or any(
+        key.endswith(f"/{threading.get_native_id()}") for key in used
+    )
+    assert any(key.endswith(f"/{busy.native_id}") for key in used)

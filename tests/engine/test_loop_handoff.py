@@ -142,3 +142,22 @@ async def test_engine_thread_hands_each_steps_events_over_at_once():
     assert events == [(f"r{i}", step) for step in range(1, 6) for i in range(8)]
     assert all(len(batch) % 8 == 0 for batch in batches)  # a step's events are never split
     assert handoff.num_wakeups == len(batches) <= 5
+
+
+def test_engine_thread_counts_its_steps_and_names_its_os_thread():
+    from gpu_engine.engine_thread import EngineThread
+    from gpu_engine.types import GenerationRequest, SamplingParams
+
+    engine = StepEngine(num_steps=3)
+    runner = EngineThread(engine)
+    assert runner.native_id is None and runner.num_steps == 0
+    done = threading.Event()
+    runner.submit(GenerationRequest("r", "p", None, SamplingParams()), lambda event: event.is_final and done.set())
+    engine.started.set()
+    runner.start()
+    try:
+        assert done.wait(TIMEOUT_S)
+        assert runner.num_steps == 3
+        assert runner.native_id not in (None, threading.get_native_id())
+    finally:
+        runner.stop(timeout_s=5)

@@ -86,3 +86,20 @@ def test_pack_decodes_lays_out_what_pack_step_does(count, pad_rows, pad_table):
 def test_pack_decodes_refuses_padding_below_the_step():
     with pytest.raises(ValueError):
         pack_decodes(random_decodes(random.Random(0), 3, 4), 4, 100, pad_rows_to=2)
+
+
+def test_staging_reuses_its_views_for_a_step_of_the_same_shape_with_the_new_values():
+    import torch
+
+    from gpu_engine.step_buffers import StagingBuffer
+
+    staging = StagingBuffer(torch.device("cpu"), capacity=8)
+    seqs = random_decodes(random.Random(1), 3, 4)
+    first = staging.upload(*pack_decodes(seqs, 4, 100))
+    first_ids = first.input_ids.tolist()
+    for seq in seqs:
+        seq.token_ids[seq.num_computed] += 1
+    again = staging.upload(*pack_decodes(seqs, 4, 100))
+    assert again is first and again.input_ids.tolist() == [i + 1 for i in first_ids]
+    grown = staging.upload(*pack_decodes(seqs + random_decodes(random.Random(2), 9, 4), 4, 100))
+    assert grown is not first and grown.input_ids.shape == (12,) and staging.num_uploads == 3
