@@ -47,7 +47,9 @@ def segment_sort_key(key: BankSlot | None) -> tuple[int, int, int]:
 def find_segments(keys: Sequence[BankSlot | None], num_rows: Sequence[int]) -> list[Segment]:
     """Merge consecutive sequences with the same adapter into segments; base-only rows are skipped.
 
-    keys[i] and num_rows[i] describe the i-th sequence of the step, in row order.
+    keys[i] and num_rows[i] describe the i-th sequence of the step, in row order. The engine's step
+    builds its segments per adapter group in one pass (`step_runner.order_by_adapter`); this
+    per-row form is the reference that one is tested against, and what kernel tests lay out with.
     """
     if len(keys) != len(num_rows):
         raise ValueError("keys and num_rows must have the same length")
