@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import dataclasses
 import json
 import os
@@ -35,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -58,10 +60,18 @@ PROBE_NEW_TOKENS = 4  # single-request probes measure TTFT only
 FETCH_MAX_WAIT_MS = {"kafka": 500, "tansu": 5}  # long poll where the broker answers on arrival
 
 
-async def run_round(path: str, workload: Workload, client: ClientProcess, runner, pids) -> RoundResult:
+async def run_round(
+    path: str, workload: Workload, client: ClientProcess, runner, pids, profiler: cProfile.Profile | None = None
+) -> RoundResult:
     meter, steps, threads = CpuMeter(pids), runner.num_steps, threads_cpu_s(pids["serving"])
     if path == KAFKA:
-        wall_s, streams = await client.round(workload)
+        if profiler is not None:  # the loop thread only: cProfile hooks the thread that enables it
+            profiler.enable()
+        try:
+            wall_s, streams = await client.round(workload)
+        finally:
+            if profiler is not None:
+                profiler.disable()
     else:
         wall_s, streams = await inprocess_round(runner, workload)
     used = meter.used_s()
@@ -70,7 +80,9 @@ async def run_round(path: str, workload: Workload, client: ClientProcess, runner
                        {name: s for name, s in threads_used.items() if s > 0})
 
 
-async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> Samples:
+async def run_benchmark(
+    args, kafka, broker_pid: int | None, workdir: Path, profiler: cProfile.Profile | None = None
+) -> Samples:
     from streamer import TopicNames, default_topic_specs, delete_topics, ensure_topics
 
     runner, adapter_ids = build_engine_thread(workdir, args)
@@ -96,7 +108,7 @@ async def run_benchmark(args, kafka, broker_pid: int | None, workdir: Path) -> S
                 await client.submit_rps(workload, args.submit_count)
             for index in range(args.rounds):
                 for path in (KAFKA, INPROCESS) if index % 2 == 0 else (INPROCESS, KAFKA):
-                    samples.rounds.append(await run_round(path, workload, client, runner, pids))
+                    samples.rounds.append(await run_round(path, workload, client, runner, pids, profiler))
                     probe = client.probe(probe_workload) if path == KAFKA else inprocess_probe(runner, probe_workload)
                     samples.probes[path].extend(await probe)
                 samples.submit_rps.append(await client.submit_rps(workload, args.submit_count))
@@ -140,6 +152,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-flush-ms", type=float, default=ServeConfig().chunk_flush_ms,
                         help="the service's token chunk flush interval (default %(default)s, as `lorastream serve`)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads (default %(default)s)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the serving loop thread's CPU (time.thread_time) over the recorded Kafka "
+                             "rounds and write pstats here (it slows the loop: figures of such a run are not kept)")
     parser.add_argument("--workdir", help="where to build the model and adapters (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -195,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         with broker_for(args) as (kafka, broker_kind, broker_pid):
             print(f"broker {broker_kind} at {kafka.bootstrap_servers} (fetch_max_wait_ms "
                   f"{kafka.fetch_max_wait_ms}); model and adapters in {workdir}", file=sys.stderr)
-            samples = asyncio.run(run_benchmark(args, kafka, broker_pid, workdir))
+            profiler = cProfile.Profile(time.thread_time) if args.profile else None
+            samples = asyncio.run(run_benchmark(args, kafka, broker_pid, workdir, profiler))
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

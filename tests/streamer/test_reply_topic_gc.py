@@ -34,15 +34,27 @@ async def test_open_close_cycles_leave_as_many_reply_topics_as_before(kafka_conf
     assert await reply_topics(kafka_config, topic_names) == before
 
 
-async def test_a_client_whose_start_is_cut_short_deletes_its_topic(kafka_config, topic_names) -> None:
+async def test_a_client_whose_start_is_cut_short_deletes_its_topic(kafka_config, topic_names, monkeypatch) -> None:
+    """Cut while it reads the routes, after the topic is made (as Ctrl-C does to `lorastream send`).
+
+    The start is held there: cancelling once the topic is listed raced a start that had already
+    finished by the time the listing returned, and then nothing was cut short."""
     await ensure_topics(kafka_config, default_topic_specs(topic_names))
+    reached = asyncio.Event()
+
+    async def held_start_routes(self) -> None:
+        reached.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(ClientConnection, "_start_routes", held_start_routes)
     client = LoraClient(config=kafka_config, topics=topic_names, client_id="cut")
     start = asyncio.create_task(client.start())
     async with asyncio.timeout(30):
-        while client.reply_to.topic not in await reply_topics(kafka_config, topic_names):
-            await asyncio.sleep(0.005)
-    start.cancel()  # as Ctrl-C does to `lorastream send` while it starts
-    await asyncio.gather(start, return_exceptions=True)
+        await reached.wait()
+    assert client.reply_to.topic in await reply_topics(kafka_config, topic_names)
+    start.cancel()
+    (outcome,) = await asyncio.gather(start, return_exceptions=True)
+    assert isinstance(outcome, asyncio.CancelledError)
     assert await reply_topics(kafka_config, topic_names) == []
 
 
